@@ -1,0 +1,116 @@
+# fdpass: libfdpass (C, no Lua) + fdpass.core (Lua binding) + Lua modules.
+# make            build for Lua $(LUA_VERSION)
+# make test       every spec, Lua and C, ending with "N passed, N failed"
+# make sanitize   the same suite under AddressSanitizer + UBSan
+# make install    header, libraries, pkg-config file, Lua modules
+
+LUA_VERSION ?= 5.4
+LUA         ?= lua$(LUA_VERSION)
+LUA_PC      ?= lua$(LUA_VERSION)
+PREFIX      ?= /usr/local
+DESTDIR     ?=
+LIBDIR      ?= $(PREFIX)/lib
+INCLUDEDIR  ?= $(PREFIX)/include
+LUA_LMOD    ?= $(shell pkg-config --define-variable=prefix=$(PREFIX) --variable=INSTALL_LMOD $(LUA_PC) 2>/dev/null || echo $(PREFIX)/share/lua/$(LUA_VERSION))
+LUA_CMOD    ?= $(shell pkg-config --define-variable=prefix=$(PREFIX) --variable=INSTALL_CMOD $(LUA_PC) 2>/dev/null || echo $(PREFIX)/lib/lua/$(LUA_VERSION))
+
+SOVERSION   := 0
+VERSION     := 0.1.0
+BUILD       ?= build
+CC          ?= cc
+WARN        := -Wall -Wextra -Werror
+CFLAGS      ?= -O2 -g
+ALL_CFLAGS  := -std=gnu11 $(WARN) -fPIC $(CFLAGS) $(SANFLAGS)
+LDFLAGS_ALL := $(LDFLAGS) $(SANFLAGS)
+
+LIB_SRC := $(wildcard src/lib/*.c)
+LUA_SRC := $(wildcard src/lua/*.c)
+LIB_OBJ := $(LIB_SRC:src/lib/%.c=$(BUILD)/lib/%.o)
+LUA_OBJ := $(LUA_SRC:src/lua/%.c=$(BUILD)/lua$(LUA_VERSION)/%.o)
+CTEST_SRC := $(wildcard spec/c/test_*.c)
+CTEST_BIN := $(CTEST_SRC:spec/c/%.c=$(BUILD)/ctest/%)
+
+SHLIB   := $(BUILD)/libfdpass.so.$(VERSION)
+STLIB   := $(BUILD)/libfdpass.a
+PCFILE  := $(BUILD)/fdpass.pc
+CORE_SO := $(BUILD)/lua$(LUA_VERSION)/fdpass/core.so
+
+.PHONY: all deps test sanitize install uninstall clean demo
+all: $(SHLIB) $(STLIB) $(PCFILE) $(CORE_SO) $(CTEST_BIN)
+
+deps:
+	@tools/deps.sh $(LUA_VERSION)
+
+$(BUILD)/lib/%.o: src/lib/%.c src/lib/fdpass.h src/lib/internal.h | deps
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -fvisibility=hidden -DFDPASS_BUILD -c $< -o $@
+
+$(SHLIB): $(LIB_OBJ)
+	$(CC) -shared -Wl,-soname,libfdpass.so.$(SOVERSION) $(LDFLAGS_ALL) -o $@ $^
+	ln -sf libfdpass.so.$(VERSION) $(BUILD)/libfdpass.so.$(SOVERSION)
+	ln -sf libfdpass.so.$(VERSION) $(BUILD)/libfdpass.so
+
+$(STLIB): $(LIB_OBJ)
+	$(AR) rcs $@ $^
+
+$(PCFILE): src/lib/fdpass.pc.in Makefile
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' \
+	    -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' -e 's|@VERSION@|$(VERSION)|' $< > $@
+
+# The Lua module carries the library inside it, so that `require "fdpass"`
+# needs nothing installed beside it.
+$(BUILD)/lua$(LUA_VERSION)/%.o: src/lua/%.c src/lua/binding.h src/lua/compat.h src/lib/fdpass.h | deps
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -Isrc/lib $$(pkg-config --cflags $(LUA_PC)) -c $< -o $@
+
+$(CORE_SO): $(LUA_OBJ) $(LIB_OBJ)
+	@mkdir -p $(@D)
+	$(CC) -shared $(LDFLAGS_ALL) -o $@ $^
+
+$(BUILD)/ctest/%: spec/c/%.c spec/c/ctest.h $(SHLIB)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -Isrc/lib $< -o $@ -L$(BUILD) -lfdpass -Wl,-rpath,$(abspath $(BUILD)) $(LDFLAGS_ALL)
+
+# In-tree paths for the specs and the demo; the versioned names win over a
+# stray LUA_PATH, see PITFALLS.
+LUA_ENV = LUA_PATH_$(subst .,_,$(LUA_VERSION))="$(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;$(CURDIR)/spec/?.lua;;" \
+          LUA_CPATH_$(subst .,_,$(LUA_VERSION))="$(CURDIR)/$(BUILD)/lua$(LUA_VERSION)/?.so;;" \
+          LUA_PATH="$(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;$(CURDIR)/spec/?.lua;;" \
+          LUA_CPATH="$(CURDIR)/$(BUILD)/lua$(LUA_VERSION)/?.so;;" \
+          FDPASS_LUA=$(LUA) FDPASS_CTESTS="$(CTEST_BIN)"
+
+test: all
+	@$(LUA_ENV) $(LUA) spec/run.lua
+
+# The Lua interpreter is not instrumented: the sanitizer runtime is
+# preloaded into it (and so into the processes the specs start).
+SAN := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+sanitize:
+	@$(MAKE) --no-print-directory BUILD=build-san SANFLAGS="$(SAN)" all
+	@$(MAKE) --no-print-directory BUILD=build-san SANFLAGS="$(SAN)" test-san
+
+test-san:
+	@$(LUA_ENV) LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
+	  ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  FDPASS_CTEST_ENV="LD_PRELOAD= ASAN_OPTIONS=detect_leaks=1" $(LUA) spec/run.lua
+
+install: all
+	install -d $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(LUA_LMOD)/fdpass $(DESTDIR)$(LUA_CMOD)/fdpass
+	install -m 644 src/lib/fdpass.h $(DESTDIR)$(INCLUDEDIR)/
+	install -m 755 $(SHLIB) $(DESTDIR)$(LIBDIR)/
+	ln -sf libfdpass.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libfdpass.so.$(SOVERSION)
+	ln -sf libfdpass.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libfdpass.so
+	install -m 644 $(STLIB) $(DESTDIR)$(LIBDIR)/
+	install -m 644 $(PCFILE) $(DESTDIR)$(LIBDIR)/pkgconfig/
+	install -m 644 lua/fdpass.lua $(DESTDIR)$(LUA_LMOD)/
+	for f in lua/fdpass/*.lua; do [ -e "$$f" ] && install -m 644 "$$f" $(DESTDIR)$(LUA_LMOD)/fdpass/ || true; done
+	install -m 755 $(CORE_SO) $(DESTDIR)$(LUA_CMOD)/fdpass/
+
+uninstall:
+	rm -f $(DESTDIR)$(INCLUDEDIR)/fdpass.h $(DESTDIR)$(LIBDIR)/libfdpass.* \
+	      $(DESTDIR)$(LIBDIR)/pkgconfig/fdpass.pc $(DESTDIR)$(LUA_LMOD)/fdpass.lua \
+	      $(DESTDIR)$(LUA_CMOD)/fdpass/core.so
+	rm -rf $(DESTDIR)$(LUA_LMOD)/fdpass
+
+clean:
+	rm -rf build build-san

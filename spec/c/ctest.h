@@ -1,0 +1,41 @@
+/* A minimal test harness for the C specs: TAP output ("ok N - name"), which
+ * spec/run.lua counts together with the Lua specs. */
+#ifndef CTEST_H
+#define CTEST_H
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int ctest_n, ctest_failed, ctest_case_failed;
+
+#define CHECK(cond) do { if (!(cond)) { \
+    printf("# %s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, #cond); \
+    ctest_case_failed = 1; return; } } while (0)
+#define CHECK_EQ(a, b) do { long long a_ = (long long)(a), b_ = (long long)(b); \
+    if (a_ != b_) { printf("# %s:%d: %s == %lld, expected %s == %lld\n", \
+        __FILE__, __LINE__, #a, a_, #b, b_); ctest_case_failed = 1; return; } } while (0)
+
+static int ctest_fdcount(void)
+{
+    int n = 0;
+    DIR *d = opendir("/proc/self/fd");
+    struct dirent *e;
+    while (d && (e = readdir(d)))
+        if (e->d_name[0] != '.')
+            n++;
+    if (d)
+        closedir(d);
+    return n - 1;
+}
+
+/* Every test also checks that it leaves no descriptor behind. */
+#define RUN(fn) do { int before_ = ctest_fdcount(); ctest_case_failed = 0; fn(); \
+    int after_ = ctest_fdcount(); \
+    if (!ctest_case_failed && after_ != before_) { \
+        printf("# %s leaked %d descriptor(s)\n", #fn, after_ - before_); ctest_case_failed = 1; } \
+    printf("%sok %d - %s\n", ctest_case_failed ? "not " : "", ++ctest_n, #fn); \
+    ctest_failed += ctest_case_failed; } while (0)
+
+#define CTEST_END() do { printf("1..%d\n", ctest_n); return ctest_failed ? 1 : 0; } while (0)
+#endif

@@ -1,0 +1,78 @@
+-- Runs every spec (spec/*_spec.lua with luaunit, and the C tests) each in a
+-- process of its own, and ends with the line "N passed, N failed".
+-- Environment (set by the Makefile): FDPASS_LUA, FDPASS_CTESTS,
+-- FDPASS_CTEST_ENV; SPEC=name runs only the specs whose file name has it.
+local lua = os.getenv("FDPASS_LUA") or "lua5.4"
+local only = os.getenv("SPEC")
+local TIME_LIMIT = 600 -- seconds per spec file: a hung peer must not hang CI
+
+local function list_specs()
+  local files = {}
+  local p = assert(io.popen("ls spec/*_spec.lua 2>/dev/null"))
+  for f in p:lines() do files[#files + 1] = f end
+  p:close()
+  for c in (os.getenv("FDPASS_CTESTS") or ""):gmatch("%S+") do files[#files + 1] = c end
+  return files
+end
+
+local totals = { passed = 0, failed = 0, skipped = 0 }
+local failures = {}
+
+local function run(file)
+  local cmd
+  if file:match("%.lua$") then
+    cmd = string.format("timeout %d %s %s -o tap 2>&1", TIME_LIMIT, lua, file)
+  else
+    cmd = string.format("timeout %d env %s %s 2>&1", TIME_LIMIT, os.getenv("FDPASS_CTEST_ENV") or "", file)
+  end
+  local planned, seen, passed, failed, skipped = nil, 0, 0, 0, 0
+  local last_failure
+  local out = {}
+  local p = assert(io.popen(cmd))
+  for line in p:lines() do
+    out[#out + 1] = line
+    local n = line:match("^1%.%.(%d+)")
+    if n then planned = tonumber(n) end
+    if line:match("^ok%s+%d+%s+# SKIP") then
+      seen, skipped = seen + 1, skipped + 1
+    elseif line:match("^ok%s") then
+      seen, passed = seen + 1, passed + 1
+    elseif line:match("^not ok%s") then
+      seen, failed = seen + 1, failed + 1
+      last_failure = #failures + 1
+      failures[last_failure] = { file = file, name = line:gsub("^not ok%s+%d+%s*-?%s*", ""), lines = {} }
+    elseif line:match("^#") and last_failure and failures[last_failure] then
+      local l = failures[last_failure].lines
+      if #l < 12 then l[#l + 1] = line end
+    end
+  end
+  local ok, how, code = p:close()
+  local problem
+  if not planned or seen < planned then
+    problem = string.format("stopped after %d of %s tests", seen, planned or "?")
+    failed = failed + math.max(1, (planned or 0) - seen)
+  elseif not ok and failed == 0 then
+    problem = string.format("exited with %s %s though every test passed", how, code)
+    failed = failed + 1
+  end
+  if problem then
+    failures[#failures + 1] = { file = file, name = problem, lines = { table.unpack(out, math.max(1, #out - 15)) } }
+  end
+  totals.passed, totals.failed, totals.skipped =
+    totals.passed + passed, totals.failed + failed, totals.skipped + skipped
+  print(string.format("%-40s %3d passed, %d failed%s", file, passed, failed,
+    skipped > 0 and (", " .. skipped .. " skipped") or ""))
+end
+
+for _, f in ipairs(list_specs()) do
+  if not only or f:find(only, 1, true) then run(f) end
+end
+
+for _, f in ipairs(failures) do
+  print(("\nFAILED %s: %s"):format(f.file, f.name))
+  for _, l in ipairs(f.lines) do print("  " .. l) end
+end
+local summary = string.format("%d passed, %d failed", totals.passed, totals.failed)
+if totals.skipped > 0 then summary = summary .. string.format(", %d skipped", totals.skipped) end
+print(summary)
+os.exit(totals.failed == 0 and totals.passed > 0 and 0 or 1)

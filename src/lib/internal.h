@@ -1,0 +1,42 @@
+/* Shared by the library's own files; not installed. */
+#ifndef FDPASS_INTERNAL_H
+#define FDPASS_INTERNAL_H
+
+#include <stdint.h>
+#include <sys/socket.h>
+#include "fdpass.h"
+
+/* A deadline derived from a timeout: computed once, so that retries after
+ * EINTR or a spurious wake-up never extend the total wait. */
+typedef struct deadline {
+    int     mode;   /* < 0: socket's own mode, 0: never wait, > 0: until `at` */
+    int64_t at_ms;  /* CLOCK_MONOTONIC */
+} deadline;
+
+deadline deadline_from(int timeout_ms);
+/* Waits for `events` on fd until the deadline. 0 when ready, -EAGAIN when
+ * the deadline is "never wait", -ETIMEDOUT when it passed. */
+int deadline_wait(const deadline *d, int fd, short events);
+/* MSG_DONTWAIT unless the socket's own mode decides. */
+int deadline_flags(const deadline *d);
+
+/* Closes fds[0..n) and keeps errno. */
+void close_all(const int *fds, size_t n);
+
+/* Room for one full batch of descriptors plus the messages that may precede
+ * it (SCM_CREDENTIALS, SCM_PIDFD): every control message is walked. */
+#define CMSG_ROOM (CMSG_SPACE(sizeof(int) * FDPASS_MAX_FDS_PER_SENDMSG) + \
+                   CMSG_SPACE(sizeof(struct ucred)) + CMSG_SPACE(sizeof(int)) + 64)
+
+/* One sendmsg with descriptors, MSG_NOSIGNAL, EINTR retried; flags adds
+ * MSG_DONTWAIT. Returns bytes or -errno. */
+ssize_t raw_send(int sock, const struct iovec *iov, int iovcnt,
+                 const int *fds, size_t nfds, int flags);
+/* One recvmsg, MSG_CMSG_CLOEXEC, EINTR retried; every SCM_RIGHTS message is
+ * collected into fds (room for maxfds), anything beyond is closed and makes
+ * the result FDPASS_ECTRUNC, as does MSG_CTRUNC. *truncated reports
+ * MSG_TRUNC. On error every received descriptor is closed. */
+ssize_t raw_recv(int sock, const struct iovec *iov, int iovcnt, int *fds,
+                 size_t maxfds, size_t *nfds, int flags, int *truncated);
+
+#endif

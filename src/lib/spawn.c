@@ -1,0 +1,102 @@
+/* Starting a process with chosen descriptors, no shell, and waiting for it
+ * with a timeout: what an upgrade needs to start the new copy. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <spawn.h>
+#include <stdlib.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include "internal.h"
+
+extern char **environ;
+
+int fdpass_spawn(pid_t *pid, const char *path, char *const argv[],
+                 char *const envp[], const int (*map)[2], size_t nmap)
+{
+    posix_spawn_file_actions_t fa;
+    int r = posix_spawn_file_actions_init(&fa);
+    if (r)
+        return -r;
+    /* dup2 clears close-on-exec on the target. A parent descriptor that is
+     * also a target of another entry is first moved out of the way, so that
+     * a permutation ({3<-4},{4<-3}) comes out right. */
+    int *tmp = calloc(nmap ? nmap : 1, sizeof(int));
+    if (!tmp) {
+        posix_spawn_file_actions_destroy(&fa);
+        return -ENOMEM;
+    }
+    int above = 0; /* temporaries must not land on a target */
+    for (size_t i = 0; i < nmap; i++)
+        if (map[i][0] >= above)
+            above = map[i][0] + 1;
+    for (size_t i = 0; i < nmap; i++)
+        tmp[i] = -1;
+    for (size_t i = 0; i < nmap && !r; i++) {
+        tmp[i] = fcntl(map[i][1], F_DUPFD_CLOEXEC, above);
+        if (tmp[i] < 0) {
+            r = errno;
+            break;
+        }
+    }
+    for (size_t i = 0; i < nmap && !r; i++)
+        r = posix_spawn_file_actions_adddup2(&fa, tmp[i], map[i][0]);
+    if (!r)
+        r = posix_spawnp(pid, path, &fa, NULL, argv, envp ? envp : environ);
+    for (size_t i = 0; i < nmap; i++)
+        if (tmp[i] >= 0)
+            close(tmp[i]);
+    free(tmp);
+    posix_spawn_file_actions_destroy(&fa);
+    return -r;
+}
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int fdpass_wait(pid_t pid, int timeout_ms, int *status)
+{
+    int st = 0;
+    pid_t r;
+    if (timeout_ms < 0) {
+        do
+            r = waitpid(pid, &st, 0);
+        while (r < 0 && errno == EINTR);
+    } else {
+        /* A pidfd becomes readable when the process exits: poll it, no
+         * sleeping loop. */
+        int pfd = (int)syscall(SYS_pidfd_open, pid, 0);
+        if (pfd < 0)
+            return -errno;
+        int64_t until = now_ms() + timeout_ms;
+        for (;;) {
+            r = waitpid(pid, &st, WNOHANG);
+            if (r < 0 && errno == EINTR)
+                continue;
+            if (r != 0)
+                break;
+            int64_t left = until - now_ms();
+            if (left <= 0) {
+                close(pfd);
+                return -ETIMEDOUT;
+            }
+            struct pollfd p = { .fd = pfd, .events = POLLIN };
+            poll(&p, 1, (int)left);
+        }
+        int e = errno;
+        close(pfd);
+        errno = e;
+    }
+    if (r < 0)
+        return -errno;
+    if (status)
+        *status = st;
+    return 0;
+}

@@ -1,0 +1,310 @@
+/* fd objects: one owned descriptor, closed by close(), __close or __gc,
+ * given away by detach() or file(); and turning any Lua value that names a
+ * descriptor into its number. */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+#include <lualib.h>
+#include "binding.h"
+
+typedef struct { int fd; } lfd;
+
+static lfd *check_lfd(lua_State *L, int idx)
+{
+    return luaL_checkudata(L, idx, FD_MT);
+}
+
+static int open_lfd(lua_State *L, int idx)
+{
+    lfd *f = check_lfd(L, idx);
+    if (f->fd < 0)
+        luaL_error(L, "attempt to use a closed fdpass.fd");
+    return f->fd;
+}
+
+void push_fd(lua_State *L, int fd)
+{
+    lfd *f = compat_newuserdata(L, sizeof *f);
+    f->fd = fd;
+    luaL_setmetatable(L, FD_MT);
+}
+
+void push_fd_list(lua_State *L, int *fds, size_t n)
+{
+    lua_createtable(L, (int)n, 0);
+    for (size_t i = 0; i < n; i++) {
+        lfd *f = compat_newuserdata(L, sizeof *f);
+        f->fd = -1;
+        luaL_setmetatable(L, FD_MT);
+        f->fd = fds[i];
+        fds[i] = -1;
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+}
+
+static int fd_from_number(lua_State *L, int idx, int arg)
+{
+    int ok;
+    lua_Integer n = lua_tointegerx(L, idx, &ok);
+    if (!ok || n < 0 || n > INT32_MAX)
+        return luaL_argerror(L, arg, "descriptor must be a non-negative integer");
+    return (int)n;
+}
+
+/* LuaSocket's getfd(), cqueues' pollfd(), luv's fileno(). */
+static int fd_from_method(lua_State *L, int idx)
+{
+    static const char *const names[] = { "getfd", "pollfd", "fileno", NULL };
+    if (lua_type(L, idx) == LUA_TUSERDATA && !luaL_getmetafield(L, idx, "__index"))
+        return -1;
+    if (lua_type(L, idx) == LUA_TUSERDATA)
+        lua_pop(L, 1);
+    for (int i = 0; names[i]; i++) {
+        lua_getfield(L, idx, names[i]);
+        if (lua_isfunction(L, -1)) {
+            lua_pushvalue(L, idx);
+            lua_call(L, 1, 1);
+            int ok;
+            lua_Integer n = lua_tointegerx(L, -1, &ok);
+            lua_pop(L, 1);
+            if (!ok || n < 0 || n > INT32_MAX)
+                luaL_error(L, "%s() gave no open descriptor (closed object?)", names[i]);
+            return (int)n;
+        }
+        lua_pop(L, 1);
+    }
+    return -1;
+}
+
+int check_fd(lua_State *L, int idx)
+{
+    idx = lua_absindex(L, idx);
+    switch (lua_type(L, idx)) {
+    case LUA_TNUMBER:
+        return fd_from_number(L, idx, idx);
+    case LUA_TUSERDATA: {
+        void *p;
+        if ((p = luaL_testudata(L, idx, FD_MT)))
+            return open_lfd(L, idx);
+        if ((p = luaL_testudata(L, idx, CHANNEL_MT)) || (p = luaL_testudata(L, idx, SERVER_MT))) {
+            int fd = *(int *)p; /* both start with their descriptor */
+            if (fd < 0)
+                luaL_error(L, "attempt to use a closed %s", luaL_typename(L, idx));
+            return fd;
+        }
+        if ((p = luaL_testudata(L, idx, LUA_FILEHANDLE))) {
+            luaL_Stream *s = p;
+            if (!s->closef)
+                luaL_error(L, "attempt to use a closed file");
+            return fileno(s->f);
+        }
+    } /* fall through: a foreign object */
+    /* FALLTHROUGH */
+    case LUA_TTABLE: {
+        int fd = fd_from_method(L, idx);
+        if (fd >= 0)
+            return fd;
+    } /* FALLTHROUGH */
+    default:
+        return luaL_error(L, "cannot take a descriptor from a %s value "
+                             "(integer, fdpass object, io file, or getfd/pollfd/fileno)",
+                          luaL_typename(L, idx));
+    }
+}
+
+static int fd_fileno(lua_State *L)
+{
+    lua_pushinteger(L, open_lfd(L, 1));
+    return 1;
+}
+
+static int fd_close(lua_State *L)
+{
+    int fd = open_lfd(L, 1);
+    check_lfd(L, 1)->fd = -1;
+    /* Linux frees the descriptor even when close() reports EINTR or EIO:
+     * never retry, or another thread's new descriptor could be closed. */
+    if (close(fd) < 0 && errno != EINTR)
+        return push_error(L, "close", -errno, NULL);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int fd_gc(lua_State *L)
+{
+    lfd *f = check_lfd(L, 1);
+    if (f->fd >= 0)
+        close(f->fd);
+    f->fd = -1;
+    return 0;
+}
+
+static int fd_detach(lua_State *L)
+{
+    int fd = open_lfd(L, 1);
+    check_lfd(L, 1)->fd = -1;
+    lua_pushinteger(L, fd);
+    return 1;
+}
+
+static int fd_tostring(lua_State *L)
+{
+    lfd *f = check_lfd(L, 1);
+    if (f->fd < 0)
+        lua_pushliteral(L, "fdpass.fd (closed)");
+    else
+        lua_pushfstring(L, "fdpass.fd (%d)", f->fd);
+    return 1;
+}
+
+static void set_string(lua_State *L, const char *k, const char *v)
+{
+    lua_pushstring(L, v);
+    lua_setfield(L, -2, k);
+}
+
+static void set_bool(lua_State *L, const char *k, int v)
+{
+    lua_pushboolean(L, v);
+    lua_setfield(L, -2, k);
+}
+
+/* Shared by fd:info() and fdpass.info(any). */
+static int push_info(lua_State *L, int fd)
+{
+    fdpass_fdinfo in;
+    int r = fdpass_fdinfo_get(fd, &in);
+    if (r < 0)
+        return push_error(L, "info", r, NULL);
+    lua_createtable(L, 0, 12);
+    lua_pushinteger(L, fd);
+    lua_setfield(L, -2, "fd");
+    set_string(L, "kind", in.kind);
+    set_bool(L, "cloexec", in.cloexec);
+    set_bool(L, "nonblock", in.nonblock);
+    if (in.path[0])
+        set_string(L, "path", in.path);
+    if (in.size >= 0) {
+        lua_pushinteger(L, in.size);
+        lua_setfield(L, -2, "size");
+    }
+    if (in.family) {
+        set_string(L, "family", in.family);
+        set_string(L, "socktype", in.socktype);
+        set_bool(L, "listening", in.listening);
+        if (in.local[0])
+            set_string(L, "addr", in.local);
+        if (in.peer[0])
+            set_string(L, "peer", in.peer);
+    }
+    return 1;
+}
+
+static int fd_info(lua_State *L)
+{
+    return push_info(L, open_lfd(L, 1));
+}
+
+static int io_fclose(lua_State *L)
+{
+    luaL_Stream *s = luaL_checkudata(L, 1, LUA_FILEHANDLE);
+    errno = 0;
+    return luaL_fileresult(L, fclose(s->f) == 0, NULL);
+}
+
+/* The descriptor becomes a Lua io file, which owns it from now on. */
+static int fd_file(lua_State *L)
+{
+    int fd = open_lfd(L, 1);
+    const char *mode = luaL_optstring(L, 2, "r");
+    luaL_argcheck(L, mode[0] && strchr("rwa", mode[0]) && strspn(mode, "rwa+b") == strlen(mode), 2,
+                  "invalid mode");
+    luaL_Stream *s = compat_newuserdata(L, sizeof *s);
+    s->closef = NULL; /* a closed file until fdopen succeeds */
+    luaL_setmetatable(L, LUA_FILEHANDLE);
+    s->f = fdopen(fd, mode);
+    if (!s->f)
+        return luaL_fileresult(L, 0, "file");
+    s->closef = io_fclose;
+    check_lfd(L, 1)->fd = -1;
+    return 1;
+}
+
+/* fdpass.fd(n): take ownership of descriptor n. */
+static int l_adopt(lua_State *L)
+{
+    push_fd(L, fd_from_number(L, 1, 1));
+    return 1;
+}
+
+/* fdpass.dup(x): an fd object owning a new descriptor for the same file. */
+static int l_dup(lua_State *L)
+{
+    int fd = check_fd(L, 1);
+    lfd *f = compat_newuserdata(L, sizeof *f);
+    f->fd = -1;
+    luaL_setmetatable(L, FD_MT);
+    if ((f->fd = fcntl(fd, F_DUPFD_CLOEXEC, 0)) < 0)
+        return push_error(L, "dup", -errno, NULL);
+    return 1;
+}
+
+static int l_info(lua_State *L)
+{
+    return push_info(L, check_fd(L, 1));
+}
+
+/* Descriptors open in this process: what leak checks compare. */
+static int l_fdcount(lua_State *L)
+{
+    DIR *d = opendir("/proc/self/fd");
+    if (!d)
+        return push_error(L, "fdcount", -errno, NULL);
+    lua_Integer n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)))
+        if (e->d_name[0] != '.')
+            n++;
+    closedir(d);
+    lua_pushinteger(L, n - 1); /* the directory's own descriptor */
+    return 1;
+}
+
+/* fdpass.nofile([soft]) -> soft, hard: RLIMIT_NOFILE, read or set. */
+static int l_nofile(lua_State *L)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+        return push_error(L, "nofile", -errno, NULL);
+    if (!lua_isnoneornil(L, 1)) {
+        lua_Integer soft = luaL_checkinteger(L, 1);
+        luaL_argcheck(L, soft >= 0, 1, "limit must be >= 0");
+        rl.rlim_cur = (rlim_t)soft;
+        if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+            return push_error(L, "nofile", -errno, NULL);
+    }
+    lua_pushinteger(L, (lua_Integer)rl.rlim_cur);
+    lua_pushinteger(L, (lua_Integer)rl.rlim_max);
+    return 2;
+}
+
+int open_fd(lua_State *L)
+{
+    static const luaL_Reg methods[] = {
+        { "fileno", fd_fileno }, { "close", fd_close }, { "detach", fd_detach },
+        { "info", fd_info },     { "file", fd_file },   { NULL, NULL } };
+    static const luaL_Reg meta[] = {
+        { "__gc", fd_gc }, { "__close", fd_gc }, { "__tostring", fd_tostring }, { NULL, NULL } };
+    static const luaL_Reg funcs[] = {
+        { "fd", l_adopt }, { "dup", l_dup }, { "info", l_info },
+        { "fdcount", l_fdcount }, { "nofile", l_nofile }, { NULL, NULL } };
+    new_class(L, FD_MT, methods, meta);
+    luaL_setfuncs(L, funcs, 0);
+    return 0;
+}
