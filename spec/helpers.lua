@@ -35,7 +35,8 @@ end
 --- Starts `lua -e code` with `fds` mapped ({[3] = ch, ...}). The code sees
 -- `fdpass` and `arg` (extra args). Its stderr is the test's stderr.
 function H.child(code, fds, args, opts)
-  local argv = { H.lua, "-e", "fdpass = require 'fdpass'\n" .. code }
+  -- /dev/null stands as the script so that the extra args land in `arg`.
+  local argv = { H.lua, "-e", "fdpass = require 'fdpass'\n" .. code, "/dev/null" }
   for _, a in ipairs(args or {}) do argv[#argv + 1] = a end
   if opts and opts.prefix then -- e.g. { "setpriv", "--reuid=nobody", ... }
     for i = #opts.prefix, 1, -1 do table.insert(argv, 1, opts.prefix[i]) end

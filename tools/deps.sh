@@ -5,7 +5,7 @@
 set -eu
 v=${1:-5.4}
 shift || true
-pkgs="gcc make pkg-config lua$v liblua$v-dev lua-unit python3 util-linux $*"
+pkgs="gcc make pkg-config lua$v liblua$v-dev lua-unit lua-socket python3 util-linux $*"
 missing=""
 for p in $pkgs; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"

@@ -31,7 +31,8 @@ static int make_addr(const char *addr, struct sockaddr_un *sa, socklen_t *len)
     sa->sun_family = AF_UNIX;
     if (n == 0 || (addr[0] == '@' && n == 1))
         return -EINVAL;
-    if (n >= sizeof sa->sun_path) /* a path needs its NUL, "@x" maps to "\0x" */
+    /* A path needs room for its NUL; "@name" maps to "\0name", no NUL. */
+    if (n > sizeof sa->sun_path || (addr[0] != '@' && n == sizeof sa->sun_path))
         return -ENAMETOOLONG;
     memcpy(sa->sun_path, addr, n);
     if (addr[0] == '@') {
@@ -155,7 +156,9 @@ int fdpass_connect(const char *addr, int type, int timeout_ms)
     }
     if (r < 0) {
         close(fd);
-        return e == EAGAIN || e == EINPROGRESS ? -ETIMEDOUT : -e;
+        if (e == EAGAIN || e == EINPROGRESS) /* the backlog stayed full */
+            return timeout_ms == 0 ? -EAGAIN : -ETIMEDOUT;
+        return -e;
     }
     return fd;
 }

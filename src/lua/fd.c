@@ -95,7 +95,8 @@ int check_fd(lua_State *L, int idx)
         if ((p = luaL_testudata(L, idx, CHANNEL_MT)) || (p = luaL_testudata(L, idx, SERVER_MT))) {
             int fd = *(int *)p; /* both start with their descriptor */
             if (fd < 0)
-                luaL_error(L, "attempt to use a closed %s", luaL_typename(L, idx));
+                luaL_error(L, "attempt to use a closed %s", p == luaL_testudata(L, idx, SERVER_MT)
+                                                            ? SERVER_MT : CHANNEL_MT);
             return fd;
         }
         if ((p = luaL_testudata(L, idx, LUA_FILEHANDLE))) {
@@ -223,8 +224,10 @@ static int fd_file(lua_State *L)
 {
     int fd = open_lfd(L, 1);
     const char *mode = luaL_optstring(L, 2, "r");
-    luaL_argcheck(L, mode[0] && strchr("rwa", mode[0]) && strspn(mode, "rwa+b") == strlen(mode), 2,
-                  "invalid mode");
+    /* as io.open: [rwa]%+?b* */
+    size_t ml = mode[0] && strchr("rwa", mode[0]) ? 1 : 0;
+    ml += ml && mode[ml] == '+';
+    luaL_argcheck(L, ml && strspn(mode + ml, "b") == strlen(mode + ml), 2, "invalid mode");
     luaL_Stream *s = compat_newuserdata(L, sizeof *s);
     s->closef = NULL; /* a closed file until fdopen succeeds */
     luaL_setmetatable(L, LUA_FILEHANDLE);

@@ -1,0 +1,33 @@
+rockspec_format = "3.0"
+package = "fdpass"
+version = "scm-1"
+source = {
+  url = "git+file:///dev/null", -- built from a checkout: luarocks make rockspec/fdpass-scm-1.rockspec
+}
+description = {
+  summary = "Pass open file descriptors between processes over Unix sockets",
+  detailed = [[
+    SCM_RIGHTS over AF_UNIX with framing, timeouts, peer credentials and
+    descriptor objects that close themselves; the base of zero-downtime
+    upgrades scripted in Lua. Linux only.
+  ]],
+  license = "MIT",
+  labels = { "unix", "socket", "fd", "scm_rights", "upgrade" },
+}
+supported_platforms = { "linux" }
+dependencies = { "lua >= 5.4, < 5.5" }
+build = {
+  type = "builtin",
+  modules = {
+    fdpass = "lua/fdpass.lua",
+    ["fdpass.core"] = {
+      -- the binding carries libfdpass inside it: nothing else to install
+      sources = {
+        "src/lua/core.c", "src/lua/fd.c", "src/lua/channel.c", "src/lua/process.c",
+        "src/lib/deadline.c", "src/lib/errors.c", "src/lib/fdinfo.c", "src/lib/framing.c",
+        "src/lib/rawmsg.c", "src/lib/sockets.c", "src/lib/spawn.c",
+      },
+      incdirs = { "src/lib", "src/lua" },
+    },
+  },
+}
