@@ -114,3 +114,8 @@ uninstall:
 
 clean:
 	rm -rf build build-san
+
+# README's first command: the seed's handover, run for real.
+demo: all
+	@tools/deps.sh $(LUA_VERSION) >/dev/null
+	@$(LUA_ENV) $(LUA) examples/handover.lua

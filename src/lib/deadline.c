@@ -28,11 +28,13 @@ int deadline_flags(const deadline *d)
 
 int deadline_wait(const deadline *d, int fd, short events)
 {
-    if (d->mode == 0)
+    /* "Never wait", or the socket's own mode said EAGAIN: it is non-blocking
+     * (or has SO_RCVTIMEO/SO_SNDTIMEO), so the caller hears it. */
+    if (d->mode <= 0)
         return -EAGAIN;
     for (;;) {
         int wait = -1;
-        if (d->mode > 0) {
+        if (d->mode == 1) {
             int64_t left = d->at_ms - now_ms();
             if (left <= 0)
                 return -ETIMEDOUT;

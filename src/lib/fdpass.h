@@ -130,7 +130,8 @@ FDPASS_API int fdpass_socketpair(int type, int sv[2]);
  * -EADDRINUSE, anything that is not a socket -EEXIST. The listener is
  * non-blocking and close-on-exec. Returns the descriptor. */
 FDPASS_API int fdpass_listen(const char *addr, int type, int backlog, unsigned mode);
-/* Returns a blocking, close-on-exec connection or -error. */
+/* Returns a blocking, close-on-exec connection or -error. timeout_ms < 0
+ * waits until one comes, even on a non-blocking listener. */
 FDPASS_API int fdpass_accept(int listener, int timeout_ms);
 FDPASS_API int fdpass_connect(const char *addr, int type, int timeout_ms);
 

@@ -9,10 +9,12 @@
 /* A deadline derived from a timeout: computed once, so that retries after
  * EINTR or a spurious wake-up never extend the total wait. */
 typedef struct deadline {
-    int     mode;   /* < 0: socket's own mode, 0: never wait, > 0: until `at` */
+    int     mode;   /* < 0: socket's own mode, 0: never wait, 1: until `at`,
+                       DEADLINE_FOREVER: poll without end */
     int64_t at_ms;  /* CLOCK_MONOTONIC */
 } deadline;
 
+#define DEADLINE_FOREVER 2
 deadline deadline_from(int timeout_ms);
 /* Waits for `events` on fd until the deadline. 0 when ready, -EAGAIN when
  * the deadline is "never wait", -ETIMEDOUT when it passed. */

@@ -106,6 +106,8 @@ int fdpass_listen(const char *addr, int type, int backlog, unsigned mode)
 int fdpass_accept(int listener, int timeout_ms)
 {
     deadline d = deadline_from(timeout_ms);
+    if (d.mode < 0) /* our listeners are non-blocking: "no timeout" waits */
+        d.mode = DEADLINE_FOREVER;
     for (;;) {
         /* poll first: the listener may be blocking, and another process
          * sharing it may take the connection we were woken for. */
