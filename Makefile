@@ -67,7 +67,7 @@ $(CORE_SO): $(LUA_OBJ) $(LIB_OBJ)
 	@mkdir -p $(@D)
 	$(CC) -shared $(LDFLAGS_ALL) -o $@ $^
 
-$(BUILD)/ctest/%: spec/c/%.c spec/c/ctest.h $(SHLIB)
+$(BUILD)/ctest/%: spec/c/%.c spec/c/ctest.h spec/c/testutil.h $(SHLIB)
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -Isrc/lib $< -o $@ -L$(BUILD) -lfdpass -Wl,-rpath,$(abspath $(BUILD)) $(LDFLAGS_ALL)
 

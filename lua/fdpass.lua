@@ -6,10 +6,10 @@
 -- @module fdpass
 local core = require "fdpass.core"
 
-local fdpass = {
-  _VERSION = core._VERSION,
-  MAX_FDS_PER_SENDMSG = core.MAX_FDS_PER_SENDMSG,
-}
+local fdpass = {}
+-- Everything the core offers is fdpass's too; the entries below document
+-- it, and wrap the calls whose options are easier to fill in from Lua.
+for k, v in pairs(core) do fdpass[k] = v end
 
 --- A connected pair of channels.
 -- @string[opt="seqpacket"] kind "seqpacket" (message boundaries kept) or "stream"
@@ -59,17 +59,45 @@ fdpass.nofile = core.nofile
 
 --- Start a program without a shell.
 -- @tparam table argv program and arguments; the program is looked up in PATH
--- @tparam[opt] table opts `{fds = {[3] = ch, ...}, env = {NAME = "value"}}`:
---   `fds` maps descriptor numbers in the child to anything `send` accepts
---   (0, 1 and 2 are inherited unless mapped); `env` replaces the environment
+-- @tparam[opt] table opts `{fds = {[3] = ch, ...}, env = {NAME = "value"},
+--   setenv = {NAME = "value" or false}}`: `fds` maps descriptor numbers in
+--   the child to anything `send` accepts (0, 1 and 2 are inherited unless
+--   mapped; every other descriptor of ours is close-on-exec); `env`
+--   replaces the environment, `setenv` changes this one for the child.
+--   The child starts with no signal blocked.
 -- @return process with `pid()`, `wait([timeout])` -> "exit"|"signal", n,
 --   and `kill([signal])`
 function fdpass.spawn(argv, opts)
   opts = opts or {}
-  return core.spawn(argv, opts.fds, opts.env)
+  return core.spawn(argv, opts.fds, opts.env, opts.setenv)
 end
 
+--- This process's pid; `fdpass.kill(pid, [signal="TERM"])` signals another.
 fdpass.getpid = core.getpid
 fdpass.kill = core.kill
+
+--- An exclusive lock on `path` (created 0600), held by the returned fd
+-- object until it is closed or the process dies;
+-- `nil, msg, "EAGAIN"` while another process holds it.
+fdpass.flock = core.flock
+
+--- Wait for readiness: `readable, writable = fdpass.poll(readers, writers, [timeout])`,
+-- both arrays of anything `send` accepts; hang-ups count as readable.
+fdpass.poll = core.poll
+
+--- Non-blocking TCP for loops without an event library:
+-- `fdpass.tcp_listen(host, port, [backlog])`, `fdpass.tcp_connect(host, port, [timeout])`,
+-- `fdpass.accept(listener)` give fd objects with `read([max])` and `write(data, [i])`.
+fdpass.tcp_listen = core.tcp_listen
+
+--- Signals as a descriptor: `fdpass.signals{"HUP", "USR2"}` blocks them and
+-- returns an fd object that polls readable when one arrives;
+-- `fdpass.readsignal(fd)` returns its name ("HUP").
+fdpass.signals = core.signals
+
+--- `fdpass.encode(value)` -> string and `fdpass.decode(string)` -> value:
+-- nil, booleans, numbers, strings and tables of them; decode checks every
+-- byte (it reads what another process sent).
+fdpass.encode = core.encode
 
 return fdpass

@@ -90,4 +90,52 @@ function H.run()
   os.exit(lu.LuaUnit.run("-o", "tap", table.unpack(arg or {})))
 end
 
+-- ---- framed/raw/hostile specs ------------------------------------------
+
+--- n fd objects, each an open file description of its own (opened
+-- separately, so with its own read position) on one temp file whose lines
+-- are prefix .. i (prefix defaults to "file "): object i is positioned at
+-- line i, so reading a line from it tells which one it is.
+function H.numbered_fds(n, prefix)
+  prefix = prefix or "file "
+  local name = os.tmpname()
+  local w = assert(io.open(name, "w"))
+  local offsets, pos = {}, 0
+  for i = 1, n do
+    local line = prefix .. i .. "\n"
+    offsets[i] = pos
+    pos = pos + #line
+    w:write(line)
+  end
+  w:close()
+  local t = {}
+  for i = 1, n do
+    local r = assert(io.open(name, "r"))
+    assert(r:seek("set", offsets[i]))
+    t[i] = fdpass.dup(r)
+    r:close()
+  end
+  os.remove(name)
+  return t
+end
+
+--- Asserts that `fds` are exactly n fd objects that read as prefix .. i in
+-- order (as made by H.numbered_fds, or any file holding that line at its
+-- read position), and closes them all.
+function H.check_numbered(fds, n, prefix)
+  prefix = prefix or "file "
+  lu.assertEquals(#fds, n, "descriptor count")
+  local bad = {}
+  for i, fd in ipairs(fds) do
+    lu.assertEquals(getmetatable(fd).__name, "fdpass.fd")
+    local f = fd:file("r")
+    local got = f:read("l")
+    f:close()
+    if got ~= prefix .. i and #bad < 5 then
+      bad[#bad + 1] = ("#%d is %q"):format(i, tostring(got))
+    end
+  end
+  lu.assertEquals(bad, {}, "descriptors out of place")
+end
+
 return H

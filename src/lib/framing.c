@@ -380,9 +380,12 @@ static int check_header(fdpass_chan *c)
     }
     if (c->data_got + h.len > h.total_len || c->fds_got + h.nfds > h.total_fds)
         return fail(c, -EPROTO, "records carry more than the message announced");
-    if (!(h.flags & F_MORE) &&
-        (c->data_got + h.len != h.total_len || c->fds_got + h.nfds != h.total_fds))
-        return fail(c, FDPASS_EFDCOUNT, "last record leaves the message short of what it announced");
+    if (!(h.flags & F_MORE) && c->data_got + h.len != h.total_len)
+        return fail(c, -EPROTO, "last record leaves the message short of the %u bytes it announced",
+                    h.total_len);
+    if (!(h.flags & F_MORE) && c->fds_got + h.nfds != h.total_fds)
+        return fail(c, FDPASS_EFDCOUNT, "last record leaves the message short of the %u descriptors it announced",
+                    h.total_fds);
     c->cur = h;
     c->in_message = 1;
     return 0;

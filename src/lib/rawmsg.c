@@ -36,6 +36,10 @@ ssize_t raw_send(int sock, const struct iovec *iov, int iovcnt,
         ssize_t r = sendmsg(sock, &m, flags | MSG_NOSIGNAL);
         if (r >= 0)
             return r;
+        /* AF_UNIX says ECONNRESET once when the peer closed with data unread:
+         * a gone peer all the same, EPIPE as every later call says. */
+        if (errno == ECONNRESET)
+            return -EPIPE;
         if (errno != EINTR)
             return -errno;
     }
@@ -72,7 +76,9 @@ ssize_t raw_recv(int sock, const struct iovec *iov, int iovcnt, int *fds,
         r = recvmsg(sock, &m, flags | MSG_CMSG_CLOEXEC);
         if (r >= 0)
             break;
-        if (errno != EINTR)
+        /* ECONNRESET: a one-shot note (now cleared) that the peer closed with
+         * our data unread; what it sent is still queued, then EOF. */
+        if (errno != EINTR && errno != ECONNRESET)
             return -errno;
     }
     size_t dropped = 0;

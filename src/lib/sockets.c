@@ -53,7 +53,11 @@ static int clear_stale(const char *path, const struct sockaddr_un *sa, socklen_t
         return errno == ENOENT ? 0 : -errno;
     if (!S_ISSOCK(st.st_mode))
         return -EEXIST;
-    int probe = socket(AF_UNIX, type | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    /* A datagram probe: any live socket bound there answers EPROTOTYPE (or
+     * accepts it, if it is a datagram one) and nothing lands in a live
+     * listener's accept queue; only a dead file says ECONNREFUSED. */
+    (void)type;
+    int probe = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     if (probe < 0)
         return -errno;
     int r = connect(probe, (const struct sockaddr *)sa, len);
@@ -115,6 +119,8 @@ int fdpass_accept(int listener, int timeout_ms)
             int w = deadline_wait(&d, listener, POLLIN);
             if (w < 0)
                 return w;
+        } else if (poll(&(struct pollfd){ .fd = listener, .events = POLLIN }, 1, 0) == 0) {
+            return -EAGAIN; /* a blocking listener must not block "never wait" */
         }
         int fd = accept4(listener, NULL, NULL, SOCK_CLOEXEC);
         if (fd >= 0)

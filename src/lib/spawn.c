@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <signal.h>
 #include <spawn.h>
 #include <stdlib.h>
 #include <sys/syscall.h>
@@ -44,8 +45,29 @@ int fdpass_spawn(pid_t *pid, const char *path, char *const argv[],
     }
     for (size_t i = 0; i < nmap && !r; i++)
         r = posix_spawn_file_actions_adddup2(&fa, tmp[i], map[i][0]);
+    /* A fresh process: no signal blocked (a parent that takes its signals
+     * through a signalfd blocks them) and every handled signal back to its
+     * default; an ignored one stays ignored, as across exec. */
+    posix_spawnattr_t at;
+    int at_ok = !r && posix_spawnattr_init(&at) == 0;
+    if (at_ok) {
+        sigset_t none, dfl;
+        sigemptyset(&none);
+        sigemptyset(&dfl);
+        for (int sig = 1; sig < NSIG; sig++) {
+            struct sigaction sa;
+            if (sig != SIGKILL && sig != SIGSTOP && sigaction(sig, NULL, &sa) == 0 &&
+                sa.sa_handler != SIG_IGN && sa.sa_handler != SIG_DFL)
+                sigaddset(&dfl, sig);
+        }
+        posix_spawnattr_setsigmask(&at, &none);
+        posix_spawnattr_setsigdefault(&at, &dfl);
+        posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    }
     if (!r)
-        r = posix_spawnp(pid, path, &fa, NULL, argv, envp ? envp : environ);
+        r = posix_spawnp(pid, path, &fa, at_ok ? &at : NULL, argv, envp ? envp : environ);
+    if (at_ok)
+        posix_spawnattr_destroy(&at);
     for (size_t i = 0; i < nmap; i++)
         if (tmp[i] >= 0)
             close(tmp[i]);
@@ -73,8 +95,8 @@ int fdpass_wait(pid_t pid, int timeout_ms, int *status)
         /* A pidfd becomes readable when the process exits: poll it, no
          * sleeping loop. */
         int pfd = (int)syscall(SYS_pidfd_open, pid, 0);
-        if (pfd < 0)
-            return -errno;
+        if (pfd < 0) /* no such process: not a child to wait for, as waitpid says */
+            return errno == ESRCH ? -ECHILD : -errno;
         int64_t until = now_ms() + timeout_ms;
         for (;;) {
             r = waitpid(pid, &st, WNOHANG);

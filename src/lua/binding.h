@@ -35,5 +35,7 @@ void new_class(lua_State *L, const char *name, const luaL_Reg *methods,
 int open_fd(lua_State *L);
 int open_channel(lua_State *L);
 int open_process(lua_State *L);
+int open_netio(lua_State *L); /* after open_fd: adds fd methods */
+int open_codec(lua_State *L);
 
 #endif

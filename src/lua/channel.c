@@ -239,7 +239,9 @@ static int ch_limits(lua_State *L)
         lua_getfield(L, 2, "max_payload");
         lua_getfield(L, 2, "max_fds");
         lua_Integer mp = luaL_optinteger(L, -2, 0), mf = luaL_optinteger(L, -1, 0);
-        luaL_argcheck(L, mp >= 0 && mf >= 0, 2, "limits must be positive integers");
+        /* 0 would silently mean "unchanged" below: refuse it, as the text says */
+        luaL_argcheck(L, (mp > 0 || lua_isnil(L, -2)) && (mf > 0 || lua_isnil(L, -1)), 2,
+                      "limits must be positive integers");
         set.max_payload = (size_t)mp;
         set.max_fds = (size_t)mf;
         fdpass_chan_limits(c->chan, NULL, &set);

@@ -39,6 +39,8 @@ int luaopen_fdpass_core(lua_State *L)
     open_fd(L);
     open_channel(L);
     open_process(L);
+    open_netio(L);
+    open_codec(L);
     lua_pushliteral(L, FDPASS_VERSION);
     lua_setfield(L, -2, "_VERSION");
     lua_pushinteger(L, FDPASS_MAX_FDS_PER_SENDMSG);

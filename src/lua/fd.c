@@ -258,6 +258,23 @@ static int l_dup(lua_State *L)
     return 1;
 }
 
+/* fdpass.dup2(x, n): makes descriptor n refer to x's file (not
+ * close-on-exec), e.g. to put an inherited stderr back on 2. */
+static int l_dup2(lua_State *L)
+{
+    int fd = check_fd(L, 1);
+    lua_Integer n = luaL_checkinteger(L, 2);
+    luaL_argcheck(L, n >= 0 && n <= INT32_MAX, 2, "descriptor must be >= 0");
+    int r;
+    do
+        r = dup2(fd, (int)n);
+    while (r < 0 && errno == EINTR);
+    if (r < 0)
+        return push_error(L, "dup2", -errno, NULL);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
 static int l_info(lua_State *L)
 {
     return push_info(L, check_fd(L, 1));
@@ -305,7 +322,7 @@ int open_fd(lua_State *L)
     static const luaL_Reg meta[] = {
         { "__gc", fd_gc }, { "__close", fd_gc }, { "__tostring", fd_tostring }, { NULL, NULL } };
     static const luaL_Reg funcs[] = {
-        { "fd", l_adopt }, { "dup", l_dup }, { "info", l_info },
+        { "fd", l_adopt }, { "dup", l_dup }, { "dup2", l_dup2 }, { "info", l_info },
         { "fdcount", l_fdcount }, { "nofile", l_nofile }, { NULL, NULL } };
     new_class(L, FD_MT, methods, meta);
     luaL_setfuncs(L, funcs, 0);

@@ -3,7 +3,9 @@
  * start their peers. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -50,24 +52,45 @@ static char **string_array(lua_State *L, int idx, const char *what)
     return v;
 }
 
-/* env = { NAME = "value", ... } into "NAME=value" strings. */
-static char **env_array(lua_State *L, int idx)
+extern char **environ;
+
+/* env = { NAME = "value", ... } into "NAME=value" strings; with `merge`,
+ * over this process's environment (a name mapped to false is removed). */
+static char **env_array(lua_State *L, int idx, int merge)
 {
     lua_newtable(L);
     int list = lua_gettop(L);
     lua_Integer n = 0;
+    for (char **e = merge ? environ : NULL; e && *e; e++) {
+        const char *eq = strchr(*e, '=');
+        if (!eq)
+            continue;
+        lua_pushlstring(L, *e, (size_t)(eq - *e));
+        lua_rawget(L, idx);
+        int overridden = !lua_isnil(L, -1);
+        lua_pop(L, 1);
+        if (!overridden) {
+            lua_pushstring(L, *e);
+            lua_rawseti(L, list, ++n);
+        }
+    }
     lua_pushnil(L);
     while (lua_next(L, idx)) {
-        if (lua_type(L, -2) != LUA_TSTRING || !lua_isstring(L, -1))
+        if (lua_type(L, -2) != LUA_TSTRING ||
+            !(lua_isstring(L, -1) || (merge && lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1))))
             luaL_error(L, "spawn: env must map names to strings");
-        lua_pushfstring(L, "%s=%s", lua_tostring(L, -2), lua_tostring(L, -1));
-        lua_rawseti(L, list, ++n);
+        if (lua_isstring(L, -1)) {
+            lua_pushfstring(L, "%s=%s", lua_tostring(L, -2), lua_tostring(L, -1));
+            lua_rawseti(L, list, ++n);
+        }
         lua_pop(L, 1);
     }
     return string_array(L, list, "env");
 }
 
-/* core.spawn(argv, fds, env) -> process. fds = { [childfd] = object }. */
+/* core.spawn(argv, fds, env, setenv) -> process. fds = { [childfd] = object };
+ * env replaces the environment, setenv adds to (or, with false, removes
+ * from) this one. */
 static int l_spawn(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
@@ -99,7 +122,10 @@ static int l_spawn(lua_State *L)
     char **envp = NULL;
     if (!lua_isnoneornil(L, 3)) {
         luaL_checktype(L, 3, LUA_TTABLE);
-        envp = env_array(L, 3);
+        envp = env_array(L, 3, 0);
+    } else if (!lua_isnoneornil(L, 4)) {
+        luaL_checktype(L, 4, LUA_TTABLE);
+        envp = env_array(L, 4, 1);
     }
     lprocess *p = compat_newuserdata(L, sizeof *p);
     p->pid = 0;
@@ -187,6 +213,30 @@ static int l_kill(lua_State *L)
     return 1;
 }
 
+/* fdpass.flock(path) -> fd object holding an exclusive lock on path
+ * (created 0600 if missing) | nil, msg, "EWOULDBLOCK" when another holds
+ * it. The kernel drops the lock when the holder closes it or dies. */
+static int l_flock(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    push_fd(L, -1);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0)
+        return push_error(L, lua_pushfstring(L, "flock %s", path), -errno, NULL);
+    int r;
+    do
+        r = flock(fd, LOCK_EX | LOCK_NB);
+    while (r < 0 && errno == EINTR);
+    if (r < 0) {
+        int e = errno;
+        close(fd);
+        return push_error(L, lua_pushfstring(L, "flock %s", path), -e,
+                          e == EWOULDBLOCK ? "held by another process" : NULL);
+    }
+    *(int *)lua_touserdata(L, -1) = fd;
+    return 1;
+}
+
 int open_process(lua_State *L)
 {
     static const luaL_Reg methods[] = {
@@ -194,7 +244,8 @@ int open_process(lua_State *L)
     static const luaL_Reg meta[] = {
         { "__gc", pr_gc }, { "__tostring", pr_tostring }, { NULL, NULL } };
     static const luaL_Reg funcs[] = {
-        { "spawn", l_spawn }, { "getpid", l_getpid }, { "kill", l_kill }, { NULL, NULL } };
+        { "spawn", l_spawn }, { "getpid", l_getpid }, { "kill", l_kill },
+        { "flock", l_flock }, { NULL, NULL } };
     new_class(L, PROCESS_MT, methods, meta);
     luaL_setfuncs(L, funcs, 0);
     return 0;

@@ -1,0 +1,243 @@
+-- An HTTP/1.1 keep-alive server that upgrades itself with fdpass.upgrade:
+-- on SIGHUP or SIGUSR2, or on a request to its control socket
+-- (bin/fdpass-upgrade), it starts a new copy of itself, hands over its
+-- listeners, its state (the request counter) and then every live
+-- connection at a request boundary, and leaves. No client notices.
+--
+-- usage: lua5.4 examples/http_server.lua PORT CONTROL_ADDR [PIDFILE]
+--   PORT 0 picks a free port; CONTROL_ADDR "@name" or a path.
+-- Every request is answered with "pid GENERATION served N".
+local fdpass = require "fdpass"
+local upgrade = require "fdpass.upgrade"
+
+local port, control_addr, pidfile = tonumber(arg[1]), arg[2], arg[3]
+assert(port and control_addr, "usage: http_server.lua PORT CONTROL_ADDR [PIDFILE]")
+local me = fdpass.getpid()
+local function log(msg) io.stderr:write(("[%d] %s\n"):format(me, msg)) end
+
+local up = upgrade.new { pidfile = pidfile, log = log }
+local listener, control -- fd objects
+local served = 0
+local inherited = up:start {
+  -- Runs in a new copy before it says READY: check what came, or refuse.
+  inherit = function(got)
+    local http, ctl = got.listeners.http, got.listeners.control
+    if not (http and http[1] and ctl and ctl[1]) then
+      return nil, "expected one http and one control listener"
+    end
+    local info = http[1]:info()
+    if not (info.listening and info.family == "inet") then return nil, "http is not a TCP listener" end
+    listener, control = http[1], ctl[1]
+    served = type(got.state) == "table" and tonumber(got.state.served) or 0
+    return true
+  end,
+}
+if not inherited then
+  listener = assert(fdpass.tcp_listen("127.0.0.1", port))
+  local server = assert(fdpass.listen(control_addr))
+  control = fdpass.dup(server) -- one kind of object whether made or inherited
+  server:close()
+end
+up:listener("http", listener)
+up:listener("control", control)
+up:state(function() return { served = served } end)
+local signals = assert(fdpass.signals { "HUP", "USR2" })
+local my_uid -- our own uid, as the kernel reports it for a pair of ours
+do
+  local a, b = fdpass.socketpair()
+  my_uid = select(2, a:peercred())
+  a:close(); b:close()
+end
+
+-- ---- HTTP ---------------------------------------------------------------------
+
+local conns = {} -- fd object -> { fd =, buf = unhandled bytes, out = pending bytes }
+local function add_conn(fd, buffered)
+  fd:nonblock(true) -- ours alone: accepted here or handed over, never shared while in use
+  conns[fd] = { fd = fd, buf = buffered or "", out = "" }
+end
+
+local function close_conn(c)
+  conns[c.fd] = nil
+  c.fd:close()
+end
+
+local function flush(c)
+  while #c.out > 0 do
+    local n, _, code = c.fd:write(c.out)
+    if not n then
+      if code ~= "EAGAIN" then close_conn(c) end
+      return
+    end
+    c.out = c.out:sub(n + 1)
+  end
+end
+
+-- Answers every complete request in the buffer; keeps a partial one.
+local function handle(c)
+  while true do
+    local head_end = c.buf:find("\r\n\r\n", 1, true)
+    if not head_end then return end
+    local head = c.buf:sub(1, head_end + 3)
+    local length = tonumber(head:lower():match("\ncontent%-length:%s*(%d+)")) or 0
+    if #c.buf < head_end + 3 + length then return end
+    c.buf = c.buf:sub(head_end + 4 + length)
+    served = served + 1
+    local body = ("%d %d served %d\n"):format(me, up.generation, served)
+    local close = head:lower():find("\nconnection:%s*close") ~= nil
+    c.out = c.out .. ("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n%s\r\n%s")
+      :format(#body, close and "Connection: close\r\n" or "", body)
+    c.close_after = close
+  end
+end
+
+local function on_readable(c)
+  local data, _, code = c.fd:read(65536)
+  if not data then
+    if code ~= "EAGAIN" then close_conn(c) end
+    return
+  end
+  c.buf = c.buf .. data
+  handle(c)
+  flush(c)
+  if c.close_after and #c.out == 0 and conns[c.fd] then close_conn(c) end
+end
+
+-- ---- control requests and upgrades ------------------------------------------
+
+local task, requester -- the upgrade under way, and who asked for it
+local draining = false
+
+local function reply(ch, msg)
+  ch:send(fdpass.encode(msg), nil, 1)
+  ch:close()
+end
+
+local on_task_step
+local function start_upgrade(ch)
+  local t, phase, reason = up:begin()
+  if not t then
+    if ch then reply(ch, { ok = false, phase = phase, reason = reason }) end
+    return
+  end
+  task, requester = t, ch
+  on_task_step() -- spawns the new copy; then it waits for the loop
+end
+
+local function on_control()
+  local fd = fdpass.accept(control)
+  if not fd then return end
+  local ch = fdpass.channel(fd)
+  local _, uid = ch:peercred()
+  if uid ~= my_uid and uid ~= 0 then -- an abstract name has no permissions
+    return reply(ch, { ok = false, phase = "control", reason = "permission denied" })
+  end
+  local data = ch:recv(1)
+  local req = data and fdpass.decode(data)
+  if type(req) ~= "table" then return ch:close() end
+  if req.cmd == "upgrade" then
+    if draining then return reply(ch, { ok = false, phase = "control", reason = "already handed over" }) end
+    return start_upgrade(ch)
+  elseif req.cmd == "stats" then
+    local n = 0
+    for _ in pairs(conns) do n = n + 1 end
+    local info = listener:info()
+    collectgarbage() -- count what is held, not what waits for the collector
+    return reply(ch, { ok = true, pid = me, generation = up.generation, served = served,
+      conns = n, fdcount = fdpass.fdcount(), port = tonumber(info.addr:match(":(%d+)$")) })
+  end
+  reply(ch, { ok = false, phase = "control", reason = "unknown command" })
+end
+
+function on_task_step()
+  local ok, a, b, c = task:step()
+  if ok == nil then return end
+  task = nil
+  if ok then
+    log(("handed over to %d in %.1f ms (spawn %.1f ms)"):format(a, b.handover * 1e3, b.spawn * 1e3))
+    if requester then
+      reply(requester, { ok = true, old = me, new = a, handover = b.handover, spawn = b.spawn })
+    end
+    -- Committed: stop accepting (the new copy accepts on the same sockets,
+    -- so nothing queued is lost), then hand each connection over.
+    draining = true
+  else
+    log(("upgrade failed in %s: %s"):format(a, b))
+    if requester then reply(requester, { ok = false, phase = a, reason = b, stderr = c }) end
+  end
+  requester = nil
+end
+
+-- ---- the loop -------------------------------------------------------------------
+
+local function set_of(list)
+  local s = {}
+  for _, v in ipairs(list) do s[v] = true end
+  return s
+end
+
+while true do
+  if draining then
+    for _, c in pairs(conns) do
+      if #c.out == 0 then -- a request boundary: what is buffered goes along
+        up:handoff("http", c.fd, c.buf)
+        close_conn(c)
+      end
+    end
+    if next(conns) == nil then
+      up:finish()
+      os.exit(0)
+    end
+  end
+
+  local readers, writers = { signals }, {}
+  if not draining then
+    readers[#readers + 1] = listener
+    readers[#readers + 1] = control
+  end
+  for _, c in pairs(conns) do
+    if #c.out > 0 then writers[#writers + 1] = c.fd
+    elseif not draining then readers[#readers + 1] = c.fd end
+  end
+  local incoming = up:incoming()
+  if incoming then readers[#readers + 1] = incoming end
+  local timeout = draining and 0.05 or 1
+  if task then
+    for _, fd in ipairs(task:pollfds()) do readers[#readers + 1] = fd end
+    timeout = math.max(0, math.min(timeout, task:deadline() - fdpass.monotonic()))
+  end
+
+  local r, w = fdpass.poll(readers, writers, timeout)
+  local rs, ws = set_of(r), set_of(w)
+
+  if rs[signals] then
+    fdpass.readsignal(signals)
+    if not task and not draining then start_upgrade(nil) end
+  end
+  if task then
+    local due = fdpass.monotonic() >= task:deadline()
+    for _, fd in ipairs(task:pollfds()) do due = due or rs[fd] end
+    if due then on_task_step() end
+  end
+  if rs[control] and not draining then on_control() end
+  if rs[listener] and not draining then
+    for _ = 1, 64 do
+      local fd = fdpass.accept(listener)
+      if not fd then break end
+      add_conn(fd)
+    end
+  end
+  if incoming and rs[incoming] then
+    for _ = 1, 256 do
+      local got = up:receive(0)
+      if got == "done" or got == nil then break end
+      add_conn(got.fd, got.buffered)
+      handle(conns[got.fd])
+      flush(conns[got.fd])
+    end
+  end
+  for fd, c in pairs(conns) do
+    if ws[fd] then flush(c) end
+    if rs[fd] and conns[fd] then on_readable(c) end
+  end
+end

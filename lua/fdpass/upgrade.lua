@@ -1,0 +1,500 @@
+--- Zero-downtime upgrades: a serving process starts a new copy of itself,
+-- hands it its listeners, its state and then its live connections over a
+-- channel, and leaves; any failure before the commit rolls back.
+--
+-- The same script runs in both roles. At startup `up:start()` finds out
+-- whether an upgrade started this copy: if so it receives, verifies and
+-- adopts what the old process offers, and answers READY only once the
+-- app's `inherit` hook has succeeded. The serving process calls
+-- `up:upgrade()` (or drives `up:begin()` from its own event loop), then
+-- hands its connections over one by one at request boundaries with
+-- `up:handoff()`, and `up:finish()`es. docs/UPGRADE.md has the protocol.
+-- @module fdpass.upgrade
+local fdpass = require "fdpass"
+
+local PROTOCOL_VERSIONS = { 1 } -- what this side speaks, newest last
+local ENV_FD, ENV_GEN = "FDPASS_UPGRADE_FD", "FDPASS_UPGRADE_GENERATION"
+
+local M = { PROTOCOL_VERSIONS = PROTOCOL_VERSIONS }
+
+local DEFAULT_TIMEOUTS = {
+  hello = 10,   -- spawn to HELLO: the new copy's interpreter and script start
+  handover = 10, -- each message of descriptors and state
+  ready = 30,   -- state sent to READY: the app's inherit hook runs here
+  commit = 10,  -- COMMIT to COMMITTED, and READY to COMMIT on the new side
+  kill = 2,     -- TERM to KILL when a new copy is stopped
+}
+
+local Upgrader = {}
+Upgrader.__index = Upgrader
+
+-- os.clock is CPU time and os.time whole seconds: deadlines need this.
+local now = fdpass.monotonic
+
+--- Creates the upgrader of this process.
+-- @tparam[opt] table opts
+--   `argv` how to start a new copy (default: this interpreter, script and
+--   arguments); `pidfile` written atomically by whichever copy serves;
+--   `lockfile` (default `pidfile .. ".lock"`) so that one upgrade runs at a
+--   time across processes; `timeouts` (seconds, see DEFAULT_TIMEOUTS);
+--   `max_state` (bytes, 64 MiB) and `max_fds` (100000) that a new copy accepts;
+--   `log` a function(message).
+function M.new(opts)
+  opts = opts or {}
+  local self = setmetatable({}, Upgrader)
+  self.argv = opts.argv or M.default_argv()
+  self.pidfile = opts.pidfile
+  self.lockfile = opts.lockfile or (opts.pidfile and opts.pidfile .. ".lock")
+  self.timeouts = {}
+  for k, v in pairs(DEFAULT_TIMEOUTS) do self.timeouts[k] = (opts.timeouts or {})[k] or v end
+  self.max_state = opts.max_state or 64 * 1024 * 1024
+  self.max_fds = opts.max_fds or 100000
+  self.log = opts.log or function() end
+  self.listeners = {} -- { {name=, obj=} }: what a new copy inherits
+  self.state_fn = function() return nil end
+  self.generation = tonumber(os.getenv(ENV_GEN) or "") or 1
+  return self
+end
+
+--- The command line that started this script: `arg[-n] .. arg[#arg]`.
+function M.default_argv()
+  local argv, i = {}, -1
+  while arg and arg[i - 1] do i = i - 1 end
+  while arg and arg[i] ~= nil do
+    argv[#argv + 1] = arg[i]
+    i = i + 1
+  end
+  assert(#argv > 0, "fdpass.upgrade: cannot tell how this script was started; pass argv")
+  return argv
+end
+
+--- Offers a descriptor (anything fdpass sends) to every new copy under `name`.
+-- Names need not be unique. The object stays the caller's.
+function Upgrader:listener(name, obj)
+  assert(type(name) == "string", "listener name must be a string")
+  fdpass.info(obj) -- raises now, not in the middle of an upgrade, if obj is no descriptor
+  self.listeners[#self.listeners + 1] = { name = name, obj = obj }
+end
+
+--- Sets the function that returns the state handed to a new copy: any value
+-- fdpass.encode takes (a string, a table of strings and numbers, ...).
+function Upgrader:state(fn)
+  self.state_fn = fn
+end
+
+-- ---- messages ---------------------------------------------------------------
+
+local function send(ch, msg, fds, timeout)
+  return ch:send(fdpass.encode(msg), fds, timeout)
+end
+
+-- Receives the next message of one of the `want` types before `deadline`;
+-- messages of other types are logged and skipped: old and new copies are
+-- different versions of a program by definition. `wait(ch, deadline)`
+-- blocks or yields until the channel is readable.
+local function expect(self, ch, want, deadline, wait)
+  while true do
+    local left = deadline - now()
+    if left <= 0 then return nil, "timed out waiting for " .. table.concat(want, " or ") end
+    local data, fds, code = ch:recv(0)
+    if data then
+      local msg, err = fdpass.decode(data)
+      if type(msg) ~= "table" or type(msg.t) ~= "string" then
+        for _, f in ipairs(fds) do f:close() end
+        return nil, "undecodable message: " .. tostring(err or "not a table")
+      end
+      for _, t in ipairs(want) do
+        if msg.t == t then return msg, fds end
+      end
+      for _, f in ipairs(fds) do f:close() end
+      self.log("ignoring message " .. msg.t)
+    elseif code == "EAGAIN" then
+      wait(ch, deadline)
+    else
+      return nil, fds, code -- fds is the error message here
+    end
+  end
+end
+
+-- Blocking wait for a plain script; a driven upgrade yields instead.
+local function block_until_readable(ch, deadline, extra)
+  local readers = { ch }
+  if extra then readers[2] = extra end
+  local left = deadline - now()
+  if left > 0 then fdpass.poll(readers, nil, left) end
+end
+
+local function identity(obj)
+  local info = assert(fdpass.info(obj))
+  return {
+    kind = info.kind, family = info.family, socktype = info.socktype,
+    listening = info.listening, addr = info.addr,
+  }
+end
+
+local function same_identity(got, want)
+  if type(want) ~= "table" then return false end
+  for _, k in ipairs { "kind", "family", "socktype", "listening", "addr" } do
+    if got[k] ~= want[k] then return false, k end
+  end
+  return true
+end
+
+local function write_pidfile(path)
+  if not path then return true end
+  local tmp = ("%s.%d.tmp"):format(path, fdpass.getpid())
+  local f, err = io.open(tmp, "w")
+  if not f then return nil, err end
+  f:write(fdpass.getpid(), "\n")
+  f:close()
+  return os.rename(tmp, path)
+end
+
+-- ---- the new copy -------------------------------------------------------------
+
+--- Call first thing, in every copy. On a fresh start (no upgrade started
+-- this process) it writes the pid file and returns nil. Started by an
+-- upgrade, it takes the handover up to the commit and returns what was
+-- inherited: `{ listeners = { name = { fd, ... } }, state = value,
+-- unclaimed = { names }, generation = n }`. The app's
+-- `inherit(inherited)` hook runs before READY: it returns true, or
+-- `nil, reason` to refuse (NAK), after which this process exits 1.
+-- If the old process rolls back, this process exits 1 with the reason on
+-- stderr. Live connections arrive afterwards through `up:receive()`.
+-- @tparam[opt] table hooks `{ inherit = function(inherited) ... end }`
+function Upgrader:start(hooks)
+  hooks = hooks or {}
+  local fdnum = tonumber(os.getenv(ENV_FD) or "")
+  if not fdnum then
+    assert(write_pidfile(self.pidfile))
+    return nil
+  end
+  local ok, inherited_or_err, why = pcall(self.take_over, self, fdnum, hooks)
+  if not ok or not inherited_or_err then
+    io.stderr:write(("fdpass.upgrade: new copy %d gives up: %s\n")
+      :format(fdpass.getpid(), tostring(ok and why or inherited_or_err)))
+    os.exit(1, true)
+  end
+  return inherited_or_err
+end
+
+function Upgrader:take_over(fdnum, hooks)
+  local ch = fdpass.channel(fdnum)
+  ch:limits { max_payload = self.max_state, max_fds = self.max_fds }
+  local t, wait = self.timeouts, block_until_readable
+  local function deadline(s) return now() + s end
+
+  assert(send(ch, { t = "HELLO", versions = PROTOCOL_VERSIONS, pid = fdpass.getpid() }))
+  local welcome, wfds, err = expect(self, ch, { "WELCOME", "REFUSE" }, deadline(t.handover), wait)
+  if not welcome then return nil, "no WELCOME: " .. tostring(wfds or err) end
+  if welcome.t == "REFUSE" then return nil, "refused: " .. tostring(welcome.reason) end
+  local stderr = wfds[1]
+  local old_pid = welcome.pid
+
+  local fdsmsg, fds, e2 = expect(self, ch, { "FDS" }, deadline(t.handover), wait)
+  if not fdsmsg then return nil, "no descriptors: " .. tostring(fds or e2) end
+  local inherited = { listeners = {}, unclaimed = {}, generation = welcome.generation }
+  local claimed = {}
+  for i, fd in ipairs(fds) do
+    local name = type(fdsmsg.names) == "table" and fdsmsg.names[i]
+    local want = type(fdsmsg.ids) == "table" and fdsmsg.ids[i]
+    local info = fd:info()
+    if type(name) == "string" and info and same_identity(info, want) then
+      inherited.listeners[name] = inherited.listeners[name] or {}
+      table.insert(inherited.listeners[name], fd)
+      claimed[#claimed + 1] = name
+    else
+      fd:close() -- not what it claims to be: never trusted, never leaked
+      inherited.unclaimed[#inherited.unclaimed + 1] = tostring(name)
+    end
+  end
+
+  local statemsg, e3, c3 = expect(self, ch, { "STATE" }, deadline(t.handover), wait)
+  if not statemsg then return nil, "no state: " .. tostring(e3 or c3) end
+  inherited.state = statemsg.state
+
+  local hook_ok, accepted, reason = true, true, nil
+  if hooks.inherit then hook_ok, accepted, reason = pcall(hooks.inherit, inherited) end
+  if not hook_ok or not accepted then
+    local why = hook_ok and (reason or "inherit hook refused") or ("inherit hook failed: " .. tostring(accepted))
+    send(ch, { t = "NAK", reason = why }, nil, 1)
+    return nil, why
+  end
+  assert(send(ch, { t = "READY", claimed = claimed, unclaimed = inherited.unclaimed }))
+
+  local commit, e4, c4 = expect(self, ch, { "COMMIT", "ABORT" }, deadline(t.commit), wait)
+  if not commit then
+    -- The old process went away after READY: this copy holds every
+    -- listener and the state, so it serves (its live connections died with
+    -- it). Anything else (an abort, a timeout with the old one alive) stops.
+    local old_alive = old_pid and fdpass.kill(old_pid, 0)
+    if c4 ~= "EOF" or old_alive then return nil, "no COMMIT: " .. tostring(e4 or c4) end
+    self.log("old process gone after READY: taking over")
+  elseif commit.t == "ABORT" then
+    return nil, "old process aborted: " .. tostring(commit.reason)
+  end
+  if commit then send(ch, { t = "COMMITTED", pid = fdpass.getpid() }, nil, t.commit) end
+  if stderr then
+    fdpass.dup2(stderr, 2)
+    stderr:close()
+  end
+  assert(write_pidfile(self.pidfile))
+  self.from_old = commit and ch or nil
+  if not commit then ch:close() end
+  self.generation = inherited.generation or self.generation
+  return inherited
+end
+
+--- The channel on which live connections arrive after a takeover (poll it
+-- for readability), or nil once DONE came or on a fresh start.
+function Upgrader:incoming()
+  return self.from_old
+end
+
+--- The next live connection from the old process: `{ name =, fd =,
+-- buffered = bytes it had read but not handled, meta = ... }`, or "done"
+-- when no more will come; `nil, msg, "EAGAIN"` when none is there yet.
+function Upgrader:receive(timeout)
+  local ch = self.from_old
+  if not ch then return "done" end
+  local data, fds, code = ch:recv(timeout or 0)
+  if not data then
+    if code == "EAGAIN" or code == "ETIMEDOUT" then return nil, fds, code end
+    ch:close()
+    self.from_old = nil
+    return "done" -- the old process is gone: nothing more can come
+  end
+  local msg = fdpass.decode(data)
+  if type(msg) == "table" and msg.t == "CONN" and fds[1] then
+    for i = 2, #fds do fds[i]:close() end
+    return { name = msg.name, fd = fds[1], buffered = msg.buffered or "", meta = msg.meta }
+  end
+  for _, f in ipairs(fds) do f:close() end
+  if type(msg) == "table" and msg.t == "DONE" then
+    ch:close()
+    self.from_old = nil
+    return "done"
+  end
+  return self:receive(0) -- unknown message: skipped
+end
+
+-- ---- the serving process ---------------------------------------------------
+
+local Task = {}
+Task.__index = Task
+
+--- Starts an upgrade without waiting: returns a task for the caller's event
+-- loop: poll `task:pollfds()` for readability until `task:deadline()`, then
+-- call `task:step()`, which returns nothing while the upgrade runs, then
+-- `true, pid, timings` or `false, phase, reason, stderr_tail`.
+-- Returns `nil, "busy", reason` if an upgrade is already running.
+function Upgrader:begin()
+  if self.running then return nil, "busy", "an upgrade is already running" end
+  local lock
+  if self.lockfile then
+    local l, err = fdpass.flock(self.lockfile)
+    if not l then return nil, "busy", err end
+    lock = l
+  end
+  self.running = true
+  local task = setmetatable({ up = self, lock = lock, waiting = {}, wake = math.huge,
+    tail = "" }, Task)
+  task.co = coroutine.create(function() return task:run() end)
+  return task
+end
+
+function Task:pollfds() return self.waiting end
+function Task:deadline() return self.wake end
+
+function Task:step()
+  if self.result then return table.unpack(self.result) end
+  local ok, a, b, c, d = coroutine.resume(self.co)
+  if not ok then a, b, c, d = false, self.phase or "internal", tostring(a), self.tail end
+  if coroutine.status(self.co) == "dead" then
+    self.result = { a, b, c, d }
+    self.up.running = false
+    if self.lock then self.lock:close() end
+    return a, b, c, d
+  end
+end
+
+-- Waits for the channel (and the copy's stderr) from inside the coroutine.
+function Task:wait(ch, deadline)
+  self.waiting = { ch, self.stderr_r }
+  self.wake = deadline
+  coroutine.yield()
+  self:read_stderr()
+end
+
+function Task:read_stderr()
+  if not self.stderr_r then return end
+  while true do
+    local data = self.stderr_r:read(4096)
+    if not data then return end
+    self.tail = (self.tail .. data):sub(-4096)
+  end
+end
+
+-- Stops a new copy that will not take over: ABORT, then TERM, then KILL.
+function Task:rollback(phase, reason)
+  local up = self.up
+  if self.ch then
+    send(self.ch, { t = "ABORT", reason = phase .. ": " .. reason }, nil, 0)
+    self.ch:close()
+  end
+  if self.proc then
+    self.proc:kill("TERM")
+    if not self.proc:wait(up.timeouts.kill) then
+      self.proc:kill("KILL")
+      self.proc:wait()
+    end
+  end
+  self:read_stderr()
+  if self.stderr_r then self.stderr_r:close() end
+  up.log(("upgrade rolled back in %s: %s"):format(phase, reason))
+  return false, phase, reason, self.tail
+end
+
+function Task:run()
+  local up, t = self.up, self.up.timeouts
+  local function wait(ch, deadline) return self:wait(ch, deadline) end
+  local function fail(reason) return self:rollback(self.phase, reason) end
+
+  self.phase = "spawn"
+  local started = now()
+  local mine, theirs = fdpass.socketpair()
+  local r, w = assert(fdpass.pipe())
+  r:nonblock(true) -- our own new pipe end: read as far as it goes
+  self.stderr_r = r
+  local proc, err = fdpass.spawn(up.argv, {
+    fds = { [3] = theirs, [2] = w },
+    setenv = { [ENV_FD] = "3", [ENV_GEN] = tostring(up.generation + 1) },
+  })
+  theirs:close()
+  w:close()
+  if not proc then
+    self.ch = mine
+    return fail(err)
+  end
+  self.proc, self.ch = proc, mine
+  mine:limits { max_payload = 1024 * 1024, max_fds = 16 } -- the copy sends little
+
+  self.phase = "hello"
+  local hello, e, c = expect(up, mine, { "HELLO" }, started + t.hello, wait)
+  if not hello then return fail(tostring(e or c)) end
+  local spawned = now()
+  local version
+  for _, ours in ipairs(PROTOCOL_VERSIONS) do
+    for _, theirs_v in ipairs(type(hello.versions) == "table" and hello.versions or {}) do
+      if ours == theirs_v then version = ours end
+    end
+  end
+  if not version then
+    local theirs_list = {}
+    for _, v in ipairs(type(hello.versions) == "table" and hello.versions or {}) do
+      theirs_list[#theirs_list + 1] = tostring(v)
+    end
+    local reason = ("no common protocol version (old speaks %s, new speaks %s)")
+      :format(table.concat(PROTOCOL_VERSIONS, ","), table.concat(theirs_list, ","))
+    send(mine, { t = "REFUSE", reason = reason }, nil, 0)
+    return fail(reason)
+  end
+  local ok, serr = send(mine, { t = "WELCOME", version = version, generation = up.generation + 1,
+    pid = fdpass.getpid() }, { 2 }, t.handover)
+  if not ok then return fail(serr) end
+
+  self.phase = "fds"
+  local names, ids, objs = {}, {}, {}
+  for i, l in ipairs(up.listeners) do
+    names[i], ids[i], objs[i] = l.name, identity(l.obj), l.obj
+  end
+  ok, serr = send(mine, { t = "FDS", names = names, ids = ids }, objs, t.handover)
+  if not ok then return fail(serr) end
+
+  self.phase = "state"
+  local sok, state = pcall(up.state_fn)
+  if not sok then return fail("state function failed: " .. tostring(state)) end
+  local eok, encoded = pcall(fdpass.encode, { t = "STATE", state = state })
+  if not eok then return fail(tostring(encoded)) end
+  ok, serr = mine:send(encoded, nil, t.handover)
+  if not ok then return fail(serr) end
+
+  self.phase = "ready"
+  local ready, re, rc = expect(up, mine, { "READY", "NAK" }, now() + t.ready, wait)
+  if not ready then return fail(tostring(re or rc)) end
+  if ready.t == "NAK" then return fail("new copy refused: " .. tostring(ready.reason)) end
+
+  self.phase = "commit"
+  ok, serr = send(mine, { t = "COMMIT" }, nil, t.commit)
+  if not ok then return fail(serr) end
+  local committed, ce, cc = expect(up, mine, { "COMMITTED" }, now() + t.commit, wait)
+  if not committed then return fail(tostring(ce or cc)) end
+
+  -- Committed: the new copy serves. Its stderr is its own again.
+  self.stderr_r:close()
+  self.stderr_r = nil
+  up.to_new, up.new_proc = mine, proc
+  local done = now()
+  return true, proc:pid(), { spawn = spawned - started, handover = done - spawned, total = done - started }
+end
+
+--- Runs an upgrade to the end, blocking: `pid, timings` on success, or
+-- `nil, phase, reason, stderr_tail` (the old process still serves).
+function Upgrader:upgrade()
+  local task, phase, reason = self:begin()
+  if not task then return nil, phase, reason end
+  while true do
+    local ok, a, b, c = task:step()
+    if ok ~= nil then
+      if ok then return a, b end
+      return nil, a, b, c
+    end
+    local left = task:deadline() - now()
+    if left > 0 then fdpass.poll(task:pollfds(), nil, left) end
+  end
+end
+
+--- After a successful upgrade: hands one live connection to the new copy
+-- (at a request boundary: `buffered` = the bytes read but not handled).
+-- The caller closes its own copy afterwards.
+function Upgrader:handoff(name, conn, buffered, meta, timeout)
+  assert(self.to_new, "handoff: no committed upgrade")
+  return send(self.to_new, { t = "CONN", name = name, buffered = buffered or "", meta = meta },
+    { conn }, timeout or self.timeouts.handover)
+end
+
+--- After the last handoff: tells the new copy that nothing more comes.
+function Upgrader:finish()
+  if not self.to_new then return true end
+  send(self.to_new, { t = "DONE" }, nil, self.timeouts.handover)
+  self.to_new:close()
+  self.to_new = nil
+  return true
+end
+
+--- The new copy's process (after a successful upgrade), for whoever waits.
+function Upgrader:new_process()
+  return self.new_proc
+end
+
+-- ---- the control socket's client -----------------------------------------------
+
+--- Asks a server's control socket for `cmd` ("upgrade", "stats") and waits
+-- at most `timeout` seconds (default 120) for the answer, a table:
+-- `{ok = true, old =, new =, handover =, spawn =}` for an upgrade,
+-- `{ok = false, phase =, reason =, stderr =}` for a failure, or
+-- `nil, msg, code` when the server could not be asked.
+function M.request(addr, cmd, timeout)
+  local ch, err, code = fdpass.connect(addr, 5)
+  if not ch then return nil, err, code end
+  local ok, serr, scode = ch:send(fdpass.encode { cmd = cmd }, nil, 5)
+  if not ok then ch:close(); return nil, serr, scode end
+  local data, rerr, rcode = ch:recv(timeout or 120)
+  ch:close()
+  if not data then return nil, rerr, rcode end
+  local reply, derr = fdpass.decode(data)
+  if type(reply) ~= "table" then return nil, "request: " .. tostring(derr), "EPROTO" end
+  return reply
+end
+
+return M
