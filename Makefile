@@ -105,11 +105,13 @@ install: all
 	install -m 644 lua/fdpass.lua $(DESTDIR)$(LUA_LMOD)/
 	for f in lua/fdpass/*.lua; do [ -e "$$f" ] && install -m 644 "$$f" $(DESTDIR)$(LUA_LMOD)/fdpass/ || true; done
 	install -m 755 $(CORE_SO) $(DESTDIR)$(LUA_CMOD)/fdpass/
+	install -d $(DESTDIR)$(PREFIX)/bin
+	install -m 755 bin/fdpass-upgrade $(DESTDIR)$(PREFIX)/bin/
 
 uninstall:
 	rm -f $(DESTDIR)$(INCLUDEDIR)/fdpass.h $(DESTDIR)$(LIBDIR)/libfdpass.* \
 	      $(DESTDIR)$(LIBDIR)/pkgconfig/fdpass.pc $(DESTDIR)$(LUA_LMOD)/fdpass.lua \
-	      $(DESTDIR)$(LUA_CMOD)/fdpass/core.so
+	      $(DESTDIR)$(LUA_CMOD)/fdpass/core.so $(DESTDIR)$(PREFIX)/bin/fdpass-upgrade
 	rm -rf $(DESTDIR)$(LUA_LMOD)/fdpass
 
 clean:

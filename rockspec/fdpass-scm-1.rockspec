@@ -20,14 +20,19 @@ build = {
   type = "builtin",
   modules = {
     fdpass = "lua/fdpass.lua",
+    ["fdpass.upgrade"] = "lua/fdpass/upgrade.lua",
     ["fdpass.core"] = {
       -- the binding carries libfdpass inside it: nothing else to install
       sources = {
         "src/lua/core.c", "src/lua/fd.c", "src/lua/channel.c", "src/lua/process.c",
+        "src/lua/netio.c", "src/lua/codec.c",
         "src/lib/deadline.c", "src/lib/errors.c", "src/lib/fdinfo.c", "src/lib/framing.c",
         "src/lib/rawmsg.c", "src/lib/sockets.c", "src/lib/spawn.c",
       },
       incdirs = { "src/lib", "src/lua" },
     },
+  },
+  install = {
+    bin = { ["fdpass-upgrade"] = "bin/fdpass-upgrade" },
   },
 }
