@@ -35,7 +35,7 @@ STLIB   := $(BUILD)/libfdpass.a
 PCFILE  := $(BUILD)/fdpass.pc
 CORE_SO := $(BUILD)/lua$(LUA_VERSION)/fdpass/core.so
 
-.PHONY: all deps test sanitize install uninstall clean demo
+.PHONY: all deps test test-san sanitize install uninstall clean demo example
 all: $(SHLIB) $(STLIB) $(PCFILE) $(CORE_SO) $(CTEST_BIN)
 
 deps:
@@ -117,7 +117,12 @@ uninstall:
 clean:
 	rm -rf build build-san
 
-# README's first command: the seed's handover, run for real.
+# README's first command: an HTTP server upgraded UPGRADES times (default
+# 20) under keep-alive load; fails if one request fails or one connection
+# is reset. `make example` runs the short handover of README's example.
+UPGRADES ?= 20
 demo: all
-	@tools/deps.sh $(LUA_VERSION) >/dev/null
+	@$(LUA_ENV) UPGRADES=$(UPGRADES) $(LUA) examples/upgrade_demo.lua
+
+example: all
 	@$(LUA_ENV) $(LUA) examples/handover.lua

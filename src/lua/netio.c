@@ -92,8 +92,8 @@ static int resolve(lua_State *L, const char *host, const char *port, int passive
 static int l_tcp_listen(lua_State *L)
 {
     const char *host = luaL_checkstring(L, 1);
+    int backlog = (int)luaL_optinteger(L, 3, SOMAXCONN); /* before the push below */
     const char *port = lua_pushfstring(L, "%d", (int)luaL_checkinteger(L, 2));
-    int backlog = (int)luaL_optinteger(L, 3, SOMAXCONN);
     struct addrinfo *ai;
     if (resolve(L, host, port, 1, &ai))
         return 3;
@@ -116,8 +116,8 @@ static int l_tcp_listen(lua_State *L)
 static int l_tcp_connect(lua_State *L)
 {
     const char *host = luaL_checkstring(L, 1);
+    int timeout = check_timeout(L, 3); /* before the push below */
     const char *port = lua_pushfstring(L, "%d", (int)luaL_checkinteger(L, 2));
-    int timeout = check_timeout(L, 3);
     struct addrinfo *ai;
     if (resolve(L, host, port, 0, &ai))
         return 3;

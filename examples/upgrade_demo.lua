@@ -1,0 +1,93 @@
+-- The main demo: starts examples/http_server.lua on 127.0.0.1, puts
+-- keep-alive load on it from examples/http_load.lua, upgrades the server
+-- UPGRADES times (default 20) under that load through its control socket,
+-- and prints each handover and a summary. Exits 1 if any request failed,
+-- any connection was reset, an upgrade failed or a descriptor leaked.
+local fdpass = require "fdpass"
+local upgrade = require "fdpass.upgrade"
+
+local upgrades = tonumber(os.getenv("UPGRADES") or "") or 20
+local nconns = tonumber(os.getenv("CONNS") or "") or 16
+local lua = os.getenv("FDPASS_LUA") or "lua5.4"
+local control = ("@fdpass-demo-%d"):format(fdpass.getpid())
+local pidfile = os.tmpname()
+
+local function sleep(s) fdpass.poll({}, nil, s) end
+
+local function stats()
+  local r, err = upgrade.request(control, "stats", 10)
+  assert(r and r.ok, "stats: " .. tostring(err or (r and r.reason)))
+  return r
+end
+
+-- 1. the server
+local server = assert(fdpass.spawn { lua, "examples/http_server.lua", "0", control, pidfile })
+local first
+for _ = 1, 100 do
+  first = upgrade.request(control, "stats", 1)
+  if first then break end
+  sleep(0.05)
+end
+assert(first, "the server did not start")
+print(("server: pid %d on 127.0.0.1:%d, control %s"):format(first.pid, first.port, control))
+
+-- 2. the load, as a process of its own, its summary through a pipe
+local out_r, out_w = assert(fdpass.pipe())
+local load = assert(fdpass.spawn({ lua, "examples/http_load.lua", tostring(first.port),
+  tostring(nconns), tostring(upgrades * 5 + 60) }, { fds = { [1] = out_w } }))
+out_w:close()
+sleep(0.5)
+local at_start = stats()
+print(("load: %d keep-alive connections; server holds %d descriptors (%d connections)")
+  :format(nconns, at_start.fdcount, at_start.conns))
+
+-- 3. the upgrades
+local done, times = 0, {}
+for i = 1, upgrades do
+  local r, err = upgrade.request(control, "upgrade", 60)
+  if r and r.ok then
+    done = done + 1
+    times[#times + 1] = r.handover * 1e3
+    print(("upgrade %2d/%d: %d -> %d  handover %.2f ms  (spawn %.1f ms, apart)")
+      :format(i, upgrades, r.old, r.new, r.handover * 1e3, r.spawn * 1e3))
+  else
+    print(("upgrade %2d/%d: FAILED %s"):format(i, upgrades,
+      r and (tostring(r.phase) .. ": " .. tostring(r.reason)) or tostring(err)))
+  end
+  sleep(0.2) -- load runs on between upgrades
+end
+sleep(0.5)
+local at_end = stats()
+
+-- 4. stop the load, read its figures, stop the server
+load:kill("TERM")
+local summary = {}
+while true do
+  local data = out_r:read(4096)
+  if not data then break end
+  summary[#summary + 1] = data
+end
+out_r:close()
+load:wait(10)
+server:wait(0) -- the first generation left long ago: reap it
+fdpass.kill(at_end.pid, "TERM")
+os.remove(pidfile)
+
+local line = table.concat(summary)
+local n = {}
+for k, v in line:gmatch("(%w+)=(%d+)") do n[k] = tonumber(v) end
+table.sort(times)
+local median = times[math.max(1, (#times + 1) // 2)] or 0
+-- The server's own descriptors, less one per client connection.
+local held_start, held_end = at_start.fdcount - at_start.conns, at_end.fdcount - at_end.conns
+print(("\nrequests: sent %d, answered %d, failed %d, reset %d, refused %d (%d under way at the stop)")
+  :format(n.sent or 0, n.answered or 0, n.failed or 0, n.reset or 0, n.refused or 0, n.inflight or 0))
+print(("upgrades: %d done of %d asked; handover median %.2f ms, worst %.2f ms; served counter %d -> %d")
+  :format(done, upgrades, median, times[#times] or 0, at_start.served, at_end.served))
+print(("descriptors: server held %d at start (%d connections), %d at end (%d connections)")
+  :format(at_start.fdcount, at_start.conns, at_end.fdcount, at_end.conns))
+print(("failed: %d\nreset: %d"):format((n.failed or 0) + (n.refused or 0), n.reset or 0))
+local ok = n.sent and (n.failed or 1) == 0 and (n.reset or 1) == 0 and (n.refused or 1) == 0
+  and done == upgrades and held_start == held_end and (n.answered or 0) > 0
+print(ok and "demo: OK" or "demo: FAILED")
+os.exit(ok and 0 or 1)

@@ -1,0 +1,70 @@
+-- A real new copy for spec/upgrade_spec.lua: it runs fdpass.upgrade's
+-- up:start() like an app would, with the inherit hook that arg[1] names,
+-- and reports on stderr, one "key value" line each, what it saw:
+--   pid N            first thing, so the spec can check the process is gone
+--   hook_fds N       descriptors held in the hook beyond those at startup
+--   claimed_fds N    descriptors among inherited.listeners
+--   claimed NAMES    / unclaimed NAMES (comma-separated, sorted)
+--   state S          inherited.state.served
+--   after_fds N      descriptors held after start() returned, beyond startup
+--   served BY        after answering one TCP client on listener "good"
+-- usage: lua5.4 spec/upgrade/new_copy.lua MODE [serve]
+--   MODE: ok | exit5 | nak | raise | hang
+local fdpass = require "fdpass"
+local upgrade = require "fdpass.upgrade"
+
+local mode, serve = arg[1] or "ok", arg[2] == "serve"
+collectgarbage()
+local base = fdpass.fdcount() -- 0, 1, 2 and the channel on 3
+local function report(k, v) io.stderr:write(("%s %s\n"):format(k, tostring(v))) end
+report("pid", fdpass.getpid())
+
+local function names(list)
+  table.sort(list)
+  return table.concat(list, ",")
+end
+
+local function describe(got)
+  collectgarbage()
+  local n, claimed = 0, {}
+  for name, fds in pairs(got.listeners) do
+    claimed[#claimed + 1] = name
+    n = n + #fds
+  end
+  report("hook_fds", fdpass.fdcount() - base)
+  report("claimed_fds", n)
+  report("claimed", names(claimed))
+  report("unclaimed", names({ table.unpack(got.unclaimed) }))
+  report("state", type(got.state) == "table" and got.state.served)
+end
+
+local hooks = {
+  ok = function(got) describe(got); return true end,
+  exit5 = function() report("inherit", "exits 5"); os.exit(5) end,
+  nak = function() return nil, "bad config" end,
+  raise = function() error("kaboom in the hook") end,
+  hang = function() report("inherit", "hangs"); fdpass.poll({}, nil, 60); return true end,
+}
+assert(hooks[mode], "unknown mode " .. tostring(mode))
+
+local up = upgrade.new {
+  argv = { "unused" },
+  timeouts = { handover = 5, commit = 5 },
+  log = function(msg) report("log", msg) end,
+}
+local inherited = up:start { inherit = hooks[mode] }
+if not inherited then
+  report("fresh", "start")
+  os.exit(0)
+end
+collectgarbage()
+report("after_fds", fdpass.fdcount() - base)
+if serve then
+  local l = assert(inherited.listeners.good and inherited.listeners.good[1], "no listener good")
+  assert(#fdpass.poll({ l }, nil, 5) == 1, "nobody connected")
+  local c = assert(fdpass.accept(l))
+  c:write(("served by %d\n"):format(fdpass.getpid()))
+  c:close()
+  report("served", fdpass.getpid())
+end
+os.exit(0)
