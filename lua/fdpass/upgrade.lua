@@ -233,11 +233,13 @@ function Upgrader:take_over(fdnum, hooks)
   elseif commit.t == "ABORT" then
     return nil, "old process aborted: " .. tostring(commit.reason)
   end
-  if commit then send(ch, { t = "COMMITTED", pid = fdpass.getpid() }, nil, t.commit) end
+  -- Our stderr goes back to the old process's own before COMMITTED: once
+  -- the old side hears it, it closes the pipe it read our stderr from.
   if stderr then
     fdpass.dup2(stderr, 2)
     stderr:close()
   end
+  if commit then send(ch, { t = "COMMITTED", pid = fdpass.getpid() }, nil, t.commit) end
   assert(write_pidfile(self.pidfile))
   self.from_old = commit and ch or nil
   if not commit then ch:close() end
@@ -299,7 +301,12 @@ function Upgrader:begin()
   self.running = true
   local task = setmetatable({ up = self, lock = lock, waiting = {}, wake = math.huge,
     tail = "" }, Task)
-  task.co = coroutine.create(function() return task:run() end)
+  task.co = coroutine.create(function()
+    -- A raised error (a bug, a bad argument) still rolls back.
+    local ok, a, b, c, d = pcall(task.run, task)
+    if ok then return a, b, c, d end
+    return task:rollback(task.phase or "spawn", "error: " .. tostring(a))
+  end)
   return task
 end
 
@@ -326,6 +333,13 @@ function Task:wait(ch, deadline)
   self:read_stderr()
 end
 
+function Task:sleep(seconds)
+  self.waiting = { self.stderr_r }
+  self.wake = now() + seconds
+  coroutine.yield()
+  self:read_stderr()
+end
+
 function Task:read_stderr()
   if not self.stderr_r then return end
   while true do
@@ -343,10 +357,16 @@ function Task:rollback(phase, reason)
     self.ch:close()
   end
   if self.proc then
+    -- TERM, then KILL; the serving loop keeps running meanwhile.
     self.proc:kill("TERM")
-    if not self.proc:wait(up.timeouts.kill) then
-      self.proc:kill("KILL")
-      self.proc:wait()
+    local give_up = now() + up.timeouts.kill
+    while not self.proc:wait(0) do
+      if now() >= give_up then
+        self.proc:kill("KILL")
+        self.proc:wait()
+        break
+      end
+      self:sleep(0.01)
     end
   end
   self:read_stderr()
