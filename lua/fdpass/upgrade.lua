@@ -14,6 +14,7 @@ local fdpass = require "fdpass"
 
 local PROTOCOL_VERSIONS = { 1 } -- what this side speaks, newest last
 local ENV_FD, ENV_GEN = "FDPASS_UPGRADE_FD", "FDPASS_UPGRADE_GENERATION"
+local ENV_ADDR, ENV_TOKEN = "FDPASS_UPGRADE_ADDR", "FDPASS_UPGRADE_TOKEN"
 
 local M = { PROTOCOL_VERSIONS = PROTOCOL_VERSIONS }
 
@@ -38,13 +39,16 @@ local now = fdpass.monotonic
 --   `lockfile` (default `pidfile .. ".lock"`) so that one upgrade runs at a
 --   time across processes; `timeouts` (seconds, see DEFAULT_TIMEOUTS);
 --   `max_state` (bytes, 64 MiB) and `max_fds` (100000) that a new copy accepts;
---   `log` a function(message).
+--   `log` a function(message); `rendezvous = true` to meet the new copy on
+--   an abstract socket (pid, uid and a random token checked) instead of
+--   handing it descriptor 3.
 function M.new(opts)
   opts = opts or {}
   local self = setmetatable({}, Upgrader)
   self.argv = opts.argv or M.default_argv()
   self.pidfile = opts.pidfile
   self.lockfile = opts.lockfile or (opts.pidfile and opts.pidfile .. ".lock")
+  self.rendezvous = opts.rendezvous -- meet on an abstract socket instead of fd 3
   self.timeouts = {}
   for k, v in pairs(DEFAULT_TIMEOUTS) do self.timeouts[k] = (opts.timeouts or {})[k] or v end
   self.max_state = opts.max_state or 64 * 1024 * 1024
@@ -165,11 +169,12 @@ end
 function Upgrader:start(hooks)
   hooks = hooks or {}
   local fdnum = tonumber(os.getenv(ENV_FD) or "")
-  if not fdnum then
+  local addr = os.getenv(ENV_ADDR)
+  if not fdnum and not addr then
     assert(write_pidfile(self.pidfile))
     return nil
   end
-  local ok, inherited_or_err, why = pcall(self.take_over, self, fdnum, hooks)
+  local ok, inherited_or_err, why = pcall(self.take_over, self, fdnum or addr, hooks)
   if not ok or not inherited_or_err then
     io.stderr:write(("fdpass.upgrade: new copy %d gives up: %s\n")
       :format(fdpass.getpid(), tostring(ok and why or inherited_or_err)))
@@ -178,13 +183,21 @@ function Upgrader:start(hooks)
   return inherited_or_err
 end
 
-function Upgrader:take_over(fdnum, hooks)
-  local ch = fdpass.channel(fdnum)
-  ch:limits { max_payload = self.max_state, max_fds = self.max_fds }
+function Upgrader:take_over(where, hooks)
   local t, wait = self.timeouts, block_until_readable
   local function deadline(s) return now() + s end
+  local ch
+  if type(where) == "number" then -- inherited: nobody else can reach it
+    ch = fdpass.channel(where)
+  else -- a rendezvous socket: the old side checks our pid, uid and token
+    local err
+    ch, err = fdpass.connect(where, t.handover)
+    if not ch then return nil, err end
+  end
+  ch:limits { max_payload = self.max_state, max_fds = self.max_fds }
 
-  assert(send(ch, { t = "HELLO", versions = PROTOCOL_VERSIONS, pid = fdpass.getpid() }))
+  assert(send(ch, { t = "HELLO", versions = PROTOCOL_VERSIONS, pid = fdpass.getpid(),
+    token = os.getenv(ENV_TOKEN) }))
   local welcome, wfds, err = expect(self, ch, { "WELCOME", "REFUSE" }, deadline(t.handover), wait)
   if not welcome then return nil, "no WELCOME: " .. tostring(wfds or err) end
   if welcome.t == "REFUSE" then return nil, "refused: " .. tostring(welcome.reason) end
@@ -375,6 +388,49 @@ function Task:rollback(phase, reason)
   return false, phase, reason, self.tail
 end
 
+local function random_token()
+  local f = assert(io.open("/dev/urandom", "rb"))
+  local bytes = f:read(16)
+  f:close()
+  return (bytes:gsub(".", function(ch) return ("%02x"):format(ch:byte()) end))
+end
+
+local function my_uid()
+  local a, b = fdpass.socketpair()
+  local _, uid = a:peercred()
+  a:close()
+  b:close()
+  return uid
+end
+
+-- Waits on a rendezvous socket for the copy we started: its pid and uid
+-- (SO_PEERCRED: an abstract name has no permissions) and the token from
+-- its environment must all match. Anyone else is turned away, and the
+-- wait goes on. Returns the channel and the HELLO.
+function Task:meet(rendezvous, token, deadline)
+  local want_pid, want_uid = self.proc:pid(), my_uid()
+  while now() < deadline do
+    local ch = rendezvous:accept(0)
+    if ch then
+      local pid, uid = ch:peercred()
+      local hello
+      if pid == want_pid and uid == want_uid then
+        ch:limits { max_payload = 1024 * 1024, max_fds = 16 }
+        hello = expect(self.up, ch, { "HELLO" }, math.min(deadline, now() + 1),
+          function(c, d) return self:wait(c, d) end)
+      end
+      if hello and hello.token == token then return ch, hello end
+      self.rejected = (self.rejected or 0) + 1
+      self.up.log(("rendezvous: turned away pid %s uid %s"):format(tostring(pid), tostring(uid)))
+      ch:close()
+    else
+      self:wait(rendezvous, deadline)
+    end
+  end
+  return nil, nil, "timed out waiting for the new copy on the rendezvous socket" ..
+    (self.rejected and (" (" .. self.rejected .. " wrong peers turned away)") or "")
+end
+
 function Task:run()
   local up, t = self.up, self.up.timeouts
   local function wait(ch, deadline) return self:wait(ch, deadline) end
@@ -382,26 +438,42 @@ function Task:run()
 
   self.phase = "spawn"
   local started = now()
-  local mine, theirs = fdpass.socketpair()
   local r, w = assert(fdpass.pipe())
   r:nonblock(true) -- our own new pipe end: read as far as it goes
   self.stderr_r = r
-  local proc, err = fdpass.spawn(up.argv, {
-    fds = { [3] = theirs, [2] = w },
-    setenv = { [ENV_FD] = "3", [ENV_GEN] = tostring(up.generation + 1) },
-  })
-  theirs:close()
+  local env = { [ENV_GEN] = tostring(up.generation + 1) }
+  local fds = { [2] = w }
+  local mine, theirs, rendezvous, token
+  if up.rendezvous then
+    token = random_token()
+    rendezvous = assert(fdpass.listen(("@fdpass-upgrade-%d-%s"):format(fdpass.getpid(), token:sub(1, 12))))
+    env[ENV_ADDR], env[ENV_TOKEN] = rendezvous:address(), token
+  else
+    mine, theirs = fdpass.socketpair()
+    env[ENV_FD], fds[3] = "3", theirs
+  end
+  local proc, err = fdpass.spawn(up.argv, { fds = fds, setenv = env })
+  if theirs then theirs:close() end
   w:close()
+  self.ch = mine
   if not proc then
-    self.ch = mine
+    if rendezvous then rendezvous:close() end
     return fail(err)
   end
-  self.proc, self.ch = proc, mine
-  mine:limits { max_payload = 1024 * 1024, max_fds = 16 } -- the copy sends little
+  self.proc = proc
 
   self.phase = "hello"
-  local hello, e, c = expect(up, mine, { "HELLO" }, started + t.hello, wait)
-  if not hello then return fail(tostring(e or c)) end
+  local hello, e, c
+  if rendezvous then
+    mine, hello, e = self:meet(rendezvous, token, started + t.hello)
+    rendezvous:close()
+    self.ch = mine
+    if not mine then return fail(e) end
+  else
+    mine:limits { max_payload = 1024 * 1024, max_fds = 16 } -- the copy sends little
+    hello, e, c = expect(up, mine, { "HELLO" }, started + t.hello, wait)
+    if not hello then return fail(tostring(e or c)) end
+  end
   local spawned = now()
   local version
   for _, ours in ipairs(PROTOCOL_VERSIONS) do
