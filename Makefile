@@ -35,7 +35,7 @@ STLIB   := $(BUILD)/libfdpass.a
 PCFILE  := $(BUILD)/fdpass.pc
 CORE_SO := $(BUILD)/lua$(LUA_VERSION)/fdpass/core.so
 
-.PHONY: all deps test test-san sanitize install uninstall clean demo example
+.PHONY: all deps test test-san sanitize install uninstall clean demo soak example
 all: $(SHLIB) $(STLIB) $(PCFILE) $(CORE_SO) $(CTEST_BIN)
 
 deps:
@@ -123,6 +123,12 @@ clean:
 UPGRADES ?= 20
 demo: all
 	@$(LUA_ENV) UPGRADES=$(UPGRADES) $(LUA) examples/upgrade_demo.lua
+
+# Issue-sized endurance: 1000 upgrades back to back under load (UPGRADES=,
+# MAX_SECONDS= bound it); descriptors and memory must stay flat.
+soak: all
+	@$(LUA_ENV) SOAK=1 UPGRADES=$(if $(filter command line environment,$(origin UPGRADES)),$(UPGRADES),1000) \
+	  $(LUA) examples/upgrade_demo.lua
 
 example: all
 	@$(LUA_ENV) $(LUA) examples/handover.lua

@@ -143,8 +143,12 @@ local function on_control()
     for _ in pairs(conns) do n = n + 1 end
     local info = listener:info()
     collectgarbage() -- count what is held, not what waits for the collector
+    local status = io.open("/proc/self/status")
+    local rss = status and tonumber(status:read("a"):match("VmRSS:%s*(%d+)")) or 0
+    if status then status:close() end
     return reply(ch, { ok = true, pid = me, generation = up.generation, served = served,
-      conns = n, fdcount = fdpass.fdcount(), port = tonumber(info.addr:match(":(%d+)$")) })
+      conns = n, fdcount = fdpass.fdcount(), rss_kb = rss, lua_kb = collectgarbage("count"),
+      port = tonumber(info.addr:match(":(%d+)$")) })
   end
   reply(ch, { ok = false, phase = "control", reason = "unknown command" })
 end

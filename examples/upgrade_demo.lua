@@ -3,10 +3,15 @@
 -- UPGRADES times (default 20) under that load through its control socket,
 -- and prints each handover and a summary. Exits 1 if any request failed,
 -- any connection was reset, an upgrade failed or a descriptor leaked.
+-- SOAK=1 (make soak): upgrades back to back, a line per 100, at most
+-- MAX_SECONDS (default 900) of upgrading, and memory must stay flat too.
 local fdpass = require "fdpass"
 local upgrade = require "fdpass.upgrade"
 
-local upgrades = tonumber(os.getenv("UPGRADES") or "") or 20
+local soak = os.getenv("SOAK") == "1"
+local upgrades = tonumber(os.getenv("UPGRADES") or "") or (soak and 1000 or 20)
+local max_seconds = tonumber(os.getenv("MAX_SECONDS") or "") or 900
+local pause = soak and 0.01 or 0.2
 local nconns = tonumber(os.getenv("CONNS") or "") or 16
 local lua = os.getenv("FDPASS_LUA") or "lua5.4"
 local control = ("@fdpass-demo-%d"):format(fdpass.getpid())
@@ -34,7 +39,7 @@ print(("server: pid %d on 127.0.0.1:%d, control %s"):format(first.pid, first.por
 -- 2. the load, as a process of its own, its summary through a pipe
 local out_r, out_w = assert(fdpass.pipe())
 local load = assert(fdpass.spawn({ lua, "examples/http_load.lua", tostring(first.port),
-  tostring(nconns), tostring(upgrades * 5 + 60) }, { fds = { [1] = out_w } }))
+  tostring(nconns), tostring(max_seconds + 120) }, { fds = { [1] = out_w } }))
 out_w:close()
 sleep(0.5)
 local at_start = stats()
@@ -42,19 +47,25 @@ print(("load: %d keep-alive connections; server holds %d descriptors (%d connect
   :format(nconns, at_start.fdcount, at_start.conns))
 
 -- 3. the upgrades
-local done, times = 0, {}
+local done, times, stop_at = 0, {}, fdpass.monotonic() + max_seconds
 for i = 1, upgrades do
+  if fdpass.monotonic() > stop_at then
+    print(("time limit of %d s reached after %d upgrades"):format(max_seconds, i - 1))
+    break
+  end
   local r, err = upgrade.request(control, "upgrade", 60)
   if r and r.ok then
     done = done + 1
     times[#times + 1] = r.handover * 1e3
-    print(("upgrade %2d/%d: %d -> %d  handover %.2f ms  (spawn %.1f ms, apart)")
-      :format(i, upgrades, r.old, r.new, r.handover * 1e3, r.spawn * 1e3))
+    if not soak or i % 100 == 0 then
+      print(("upgrade %2d/%d: %d -> %d  handover %.2f ms  (spawn %.1f ms, apart)")
+        :format(i, upgrades, r.old, r.new, r.handover * 1e3, r.spawn * 1e3))
+    end
   else
     print(("upgrade %2d/%d: FAILED %s"):format(i, upgrades,
       r and (tostring(r.phase) .. ": " .. tostring(r.reason)) or tostring(err)))
   end
-  sleep(0.2) -- load runs on between upgrades
+  sleep(pause) -- load runs on between upgrades
 end
 sleep(0.5)
 local at_end = stats()
@@ -86,8 +97,14 @@ print(("upgrades: %d done of %d asked; handover median %.2f ms, worst %.2f ms; s
   :format(done, upgrades, median, times[#times] or 0, at_start.served, at_end.served))
 print(("descriptors: server held %d at start (%d connections), %d at end (%d connections)")
   :format(at_start.fdcount, at_start.conns, at_end.fdcount, at_end.conns))
+print(("memory: server RSS %d KiB at start, %d KiB at end (Lua heap %.0f -> %.0f KiB)")
+  :format(at_start.rss_kb, at_end.rss_kb, at_start.lua_kb, at_end.lua_kb))
 print(("failed: %d\nreset: %d"):format((n.failed or 0) + (n.refused or 0), n.reset or 0))
+-- Memory is flat when the last generation is within 25% (and 2 MiB) of the
+-- first: every generation is a fresh process, so growth would be a leak
+-- carried in the state or in what is handed over.
+local rss_flat = at_end.rss_kb <= math.max(at_start.rss_kb * 1.25, at_start.rss_kb + 2048)
 local ok = n.sent and (n.failed or 1) == 0 and (n.reset or 1) == 0 and (n.refused or 1) == 0
-  and done == upgrades and held_start == held_end and (n.answered or 0) > 0
+  and done == upgrades and held_start == held_end and (n.answered or 0) > 0 and rss_flat
 print(ok and "demo: OK" or "demo: FAILED")
 os.exit(ok and 0 or 1)
