@@ -124,17 +124,35 @@ local function start_upgrade(ch)
   on_task_step() -- spawns the new copy; then it waits for the loop
 end
 
-local function on_control()
-  local fd = fdpass.accept(control)
-  if not fd then return end
-  local ch = fdpass.channel(fd)
-  local _, uid = ch:peercred()
-  if uid ~= my_uid and uid ~= 0 then -- an abstract name has no permissions
-    return reply(ch, { ok = false, phase = "control", reason = "permission denied" })
+-- Control clients are served from the loop like any connection: a peer
+-- that connects and says nothing, or sends a byte a second, holds only its
+-- own slot until its deadline, never the server.
+local CONTROL_DEADLINE = 2
+local clients = {} -- channel -> deadline
+
+local function on_control_connect()
+  for _ = 1, 16 do
+    local fd = fdpass.accept(control)
+    if not fd then return end
+    local ch = fdpass.channel(fd)
+    ch:limits { max_payload = 4096, max_fds = 1 }
+    local _, uid = ch:peercred()
+    if uid ~= my_uid and uid ~= 0 then -- an abstract name has no permissions
+      reply(ch, { ok = false, phase = "control", reason = "permission denied" })
+    else
+      clients[ch] = fdpass.monotonic() + CONTROL_DEADLINE
+    end
   end
-  local data = ch:recv(1)
+end
+
+local function on_control_request(ch)
+  local data, _, code = ch:recv(0)
+  if not data and code == "EAGAIN" then return end -- a partial request stays
+  clients[ch] = nil
   local req = data and fdpass.decode(data)
-  if type(req) ~= "table" then return ch:close() end
+  if type(req) ~= "table" then
+    return reply(ch, { ok = false, phase = "control", reason = "bad request" })
+  end
   if req.cmd == "upgrade" then
     if draining then return reply(ch, { ok = false, phase = "control", reason = "already handed over" }) end
     return start_upgrade(ch)
@@ -151,6 +169,16 @@ local function on_control()
       port = tonumber(info.addr:match(":(%d+)$")) })
   end
   reply(ch, { ok = false, phase = "control", reason = "unknown command" })
+end
+
+local function expire_clients()
+  local t = fdpass.monotonic()
+  for ch, deadline in pairs(clients) do
+    if t >= deadline then
+      clients[ch] = nil
+      ch:close() -- too slow or silent
+    end
+  end
 end
 
 function on_task_step()
@@ -199,15 +227,18 @@ while true do
     readers[#readers + 1] = listener
     readers[#readers + 1] = control
   end
+  for ch in pairs(clients) do readers[#readers + 1] = ch end
   for _, c in pairs(conns) do
     if #c.out > 0 then writers[#writers + 1] = c.fd
     elseif not draining then readers[#readers + 1] = c.fd end
   end
   local incoming = up:incoming()
   if incoming then readers[#readers + 1] = incoming end
-  local timeout = draining and 0.05 or 1
+  local timeout = (draining or next(clients)) and 0.05 or 1
   if task then
-    for _, fd in ipairs(task:pollfds()) do readers[#readers + 1] = fd end
+    local tr, tw = task:pollfds()
+    for _, fd in ipairs(tr) do readers[#readers + 1] = fd end
+    for _, fd in ipairs(tw) do writers[#writers + 1] = fd end
     timeout = math.max(0, math.min(timeout, task:deadline() - fdpass.monotonic()))
   end
 
@@ -220,10 +251,16 @@ while true do
   end
   if task then
     local due = fdpass.monotonic() >= task:deadline()
-    for _, fd in ipairs(task:pollfds()) do due = due or rs[fd] end
+    local tr, tw = task:pollfds()
+    for _, fd in ipairs(tr) do due = due or rs[fd] end
+    for _, fd in ipairs(tw) do due = due or ws[fd] end
     if due then on_task_step() end
   end
-  if rs[control] and not draining then on_control() end
+  if rs[control] and not draining then on_control_connect() end
+  for ch in pairs(clients) do
+    if rs[ch] then on_control_request(ch) end
+  end
+  expire_clients()
   if rs[listener] and not draining then
     for _ = 1, 64 do
       local fd = fdpass.accept(listener)
