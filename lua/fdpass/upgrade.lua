@@ -299,7 +299,7 @@ local Task = {}
 Task.__index = Task
 
 --- Starts an upgrade without waiting: returns a task for the caller's event
--- loop: poll `task:pollfds()` for readability until `task:deadline()`, then
+-- loop: poll `readers, writers = task:pollfds()` until `task:deadline()`, then
 -- call `task:step()`, which returns nothing while the upgrade runs, then
 -- `true, pid, timings` or `false, phase, reason, stderr_tail`.
 -- Returns `nil, "busy", reason` if an upgrade is already running.
@@ -312,7 +312,7 @@ function Upgrader:begin()
     lock = l
   end
   self.running = true
-  local task = setmetatable({ up = self, lock = lock, waiting = {}, wake = math.huge,
+  local task = setmetatable({ up = self, lock = lock, waiting = {}, waiting_out = {}, wake = math.huge,
     tail = "" }, Task)
   task.co = coroutine.create(function()
     -- A raised error (a bug, a bad argument) still rolls back.
@@ -323,7 +323,7 @@ function Upgrader:begin()
   return task
 end
 
-function Task:pollfds() return self.waiting end
+function Task:pollfds() return self.waiting, self.waiting_out end
 function Task:deadline() return self.wake end
 
 function Task:step()
@@ -344,6 +344,23 @@ function Task:wait(ch, deadline)
   self.wake = deadline
   coroutine.yield()
   self:read_stderr()
+end
+
+-- Sends without blocking the serving loop: what the kernel cannot take at
+-- once stays queued in the channel (descriptors included) and is flushed
+-- as the channel becomes writable, until the deadline. A table is encoded.
+function Task:send(ch, msg, fds, deadline)
+  local data = type(msg) == "table" and fdpass.encode(msg) or msg
+  local ok, err, code = ch:send(data, fds, 0)
+  while not ok and code == "EAGAIN" do
+    if now() >= deadline then return nil, "send: timed out", "ETIMEDOUT" end
+    self.waiting, self.waiting_out, self.wake = { self.stderr_r }, { ch }, deadline
+    coroutine.yield()
+    self.waiting_out = {}
+    self:read_stderr()
+    ok, err, code = ch:flush(0)
+  end
+  return ok, err, code
 end
 
 function Task:sleep(seconds)
@@ -434,11 +451,14 @@ end
 function Task:run()
   local up, t = self.up, self.up.timeouts
   local function wait(ch, deadline) return self:wait(ch, deadline) end
-  local function fail(reason) return self:rollback(self.phase, reason) end
+  local function fail(reason, code) -- a failed send says why only in its code
+    return self:rollback(self.phase, code and ("%s (%s)"):format(reason, code) or reason)
+  end
 
   self.phase = "spawn"
   local started = now()
-  local r, w = assert(fdpass.pipe())
+  local r, w, perr = fdpass.pipe()
+  if not r then return fail(w, perr) end -- at RLIMIT_NOFILE, say
   r:nonblock(true) -- our own new pipe end: read as far as it goes
   self.stderr_r = r
   local env = { [ENV_GEN] = tostring(up.generation + 1) }
@@ -446,10 +466,14 @@ function Task:run()
   local mine, theirs, rendezvous, token
   if up.rendezvous then
     token = random_token()
-    rendezvous = assert(fdpass.listen(("@fdpass-upgrade-%d-%s"):format(fdpass.getpid(), token:sub(1, 12))))
+    local lerr, lcode
+    rendezvous, lerr, lcode = fdpass.listen(("@fdpass-upgrade-%d-%s"):format(fdpass.getpid(), token:sub(1, 12)))
+    if not rendezvous then w:close(); return fail(lerr, lcode) end
     env[ENV_ADDR], env[ENV_TOKEN] = rendezvous:address(), token
   else
-    mine, theirs = fdpass.socketpair()
+    local serr2, scode2
+    mine, theirs, serr2, scode2 = fdpass.socketpair()
+    if not mine then w:close(); return fail(theirs, serr2) end
     env[ENV_FD], fds[3] = "3", theirs
   end
   local proc, err = fdpass.spawn(up.argv, { fds = fds, setenv = env })
@@ -491,25 +515,25 @@ function Task:run()
     send(mine, { t = "REFUSE", reason = reason }, nil, 0)
     return fail(reason)
   end
-  local ok, serr = send(mine, { t = "WELCOME", version = version, generation = up.generation + 1,
-    pid = fdpass.getpid() }, { 2 }, t.handover)
-  if not ok then return fail(serr) end
+  local ok, serr, scode = self:send(mine, { t = "WELCOME", version = version,
+    generation = up.generation + 1, pid = fdpass.getpid() }, { 2 }, now() + t.handover)
+  if not ok then return fail(serr, scode) end
 
   self.phase = "fds"
   local names, ids, objs = {}, {}, {}
   for i, l in ipairs(up.listeners) do
     names[i], ids[i], objs[i] = l.name, identity(l.obj), l.obj
   end
-  ok, serr = send(mine, { t = "FDS", names = names, ids = ids }, objs, t.handover)
-  if not ok then return fail(serr) end
+  ok, serr, scode = self:send(mine, { t = "FDS", names = names, ids = ids }, objs, now() + t.handover)
+  if not ok then return fail(serr, scode) end
 
   self.phase = "state"
   local sok, state = pcall(up.state_fn)
   if not sok then return fail("state function failed: " .. tostring(state)) end
   local eok, encoded = pcall(fdpass.encode, { t = "STATE", state = state })
   if not eok then return fail(tostring(encoded)) end
-  ok, serr = mine:send(encoded, nil, t.handover)
-  if not ok then return fail(serr) end
+  ok, serr, scode = self:send(mine, encoded, nil, now() + t.handover)
+  if not ok then return fail(serr, scode) end
 
   self.phase = "ready"
   local ready, re, rc = expect(up, mine, { "READY", "NAK" }, now() + t.ready, wait)
@@ -517,8 +541,8 @@ function Task:run()
   if ready.t == "NAK" then return fail("new copy refused: " .. tostring(ready.reason)) end
 
   self.phase = "commit"
-  ok, serr = send(mine, { t = "COMMIT" }, nil, t.commit)
-  if not ok then return fail(serr) end
+  ok, serr, scode = self:send(mine, { t = "COMMIT" }, nil, now() + t.commit)
+  if not ok then return fail(serr, scode) end
   local committed, ce, cc = expect(up, mine, { "COMMITTED" }, now() + t.commit, wait)
   if not committed then return fail(tostring(ce or cc)) end
 
@@ -542,7 +566,10 @@ function Upgrader:upgrade()
       return nil, a, b, c
     end
     local left = task:deadline() - now()
-    if left > 0 then fdpass.poll(task:pollfds(), nil, left) end
+    if left > 0 then
+      local readers, writers = task:pollfds()
+      fdpass.poll(readers, writers, left)
+    end
   end
 end
 
