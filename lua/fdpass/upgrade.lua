@@ -607,7 +607,9 @@ function M.request(addr, cmd, timeout)
   local ch, err, code = fdpass.connect(addr, 5)
   if not ch then return nil, err, code end
   local ok, serr, scode = ch:send(fdpass.encode { cmd = cmd }, nil, 5)
-  if not ok then ch:close(); return nil, serr, scode end
+  -- A server that refuses us may answer and close before our request is
+  -- in: its answer is still there to read.
+  if not ok and scode ~= "EPIPE" then ch:close(); return nil, serr, scode end
   local data, rerr, rcode = ch:recv(timeout or 120)
   ch:close()
   if not data then return nil, rerr, rcode end
