@@ -70,13 +70,18 @@ static int clear_stale(const char *path, const struct sockaddr_un *sa, socklen_t
     return unlink(path) < 0 && errno != ENOENT ? -errno : 0;
 }
 
+/* The checks listen and connect share: a kind fdpass carries, an address. */
+static int prepare(const char *addr, int type, struct sockaddr_un *sa, socklen_t *len)
+{
+    int r = check_type(type);
+    return r < 0 ? r : make_addr(addr, sa, len);
+}
+
 int fdpass_listen(const char *addr, int type, int backlog, unsigned mode)
 {
     struct sockaddr_un sa;
     socklen_t len;
-    int r = check_type(type);
-    if (r == 0)
-        r = make_addr(addr, &sa, &len);
+    int r = prepare(addr, type, &sa, &len);
     if (r < 0)
         return r;
     int path = addr[0] != '@';
@@ -136,9 +141,7 @@ int fdpass_connect(const char *addr, int type, int timeout_ms)
 {
     struct sockaddr_un sa;
     socklen_t len;
-    int r = check_type(type);
-    if (r == 0)
-        r = make_addr(addr, &sa, &len);
+    int r = prepare(addr, type, &sa, &len);
     if (r < 0)
         return r;
     int fd = socket(AF_UNIX, type | SOCK_CLOEXEC, 0);
