@@ -8,6 +8,8 @@
 --   state S          inherited.state.served
 --   after_fds N      descriptors held after start() returned, beyond startup
 --   served BY        after answering one TCP client on listener "good"
+--   conn NAME "BUF"  each live connection the old side handed over
+--   final_fds N      descriptors held after DONE, beyond startup
 -- usage: lua5.4 spec/upgrade/new_copy.lua MODE [serve]
 --   MODE: ok | exit5 | nak | raise | hang
 local fdpass = require "fdpass"
@@ -43,7 +45,7 @@ local hooks = {
   exit5 = function() report("inherit", "exits 5"); os.exit(5) end,
   nak = function() return nil, "bad config" end,
   raise = function() error("kaboom in the hook") end,
-  hang = function() report("inherit", "hangs"); fdpass.poll({}, nil, 60); return true end,
+  hang = function() report("inherit", "hangs"); fdpass.poll({}, nil, 10); return true end,
 }
 assert(hooks[mode], "unknown mode " .. tostring(mode))
 
@@ -67,4 +69,15 @@ if serve then
   c:close()
   report("served", fdpass.getpid())
 end
+-- live connections from the old side until DONE (or its end closes)
+local deadline = fdpass.monotonic() + 5
+while up:incoming() and fdpass.monotonic() < deadline do
+  local got = up:receive(0.5)
+  if type(got) == "table" then
+    report("conn", ("%s %q"):format(got.name, got.buffered))
+    got.fd:close()
+  end
+end
+collectgarbage()
+report("final_fds", fdpass.fdcount() - base)
 os.exit(0)

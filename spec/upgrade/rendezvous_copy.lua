@@ -1,0 +1,47 @@
+-- A new copy started in rendezvous mode that first sends strangers to the
+-- rendezvous socket, each with the right token (stolen from this process's
+-- environment, the worst case): one of another uid (as nobody, when this
+-- runs as root) and one of our uid but another pid. Each stranger exits 0
+-- if it was turned away, 1 if it got a WELCOME. Then, unless arg[1] is
+-- "strangers-only", this process joins as the real copy.
+-- Reports on stderr: "pid N", "stranger KIND EXIT", "joined yes"; exits 1
+-- if a stranger was let in.
+local fdpass = require "fdpass"
+local upgrade = require "fdpass.upgrade"
+
+local function report(k, v) io.stderr:write(("%s %s\n"):format(k, tostring(v))) end
+report("pid", fdpass.getpid())
+
+local lua = os.getenv("FDPASS_LUA") or "lua5.4"
+local STRANGER = [[
+  local fdpass = require "fdpass"
+  local ch = assert(fdpass.connect(os.getenv("FDPASS_UPGRADE_ADDR"), 5))
+  ch:send(fdpass.encode { t = "HELLO", versions = { 1 }, pid = fdpass.getpid(),
+    token = os.getenv("FDPASS_UPGRADE_TOKEN") }, nil, 5)
+  local data = ch:recv(5)
+  os.exit(data and 1 or 0)
+]]
+local strangers = { { "same-uid-other-pid", { lua, "-e", STRANGER } } }
+if io.popen("id -u"):read("l") == "0" then
+  table.insert(strangers, 1, { "other-uid", { "setpriv", "--reuid=nobody", "--regid=nogroup",
+    "--clear-groups", lua, "-e", STRANGER } })
+end
+local let_in = 0
+for _, s in ipairs(strangers) do
+  local p = assert(fdpass.spawn(s[2]))
+  local how, code = p:wait(10)
+  report("stranger", s[1] .. " " .. tostring(how) .. ":" .. tostring(code))
+  if how ~= "exit" or code ~= 0 then let_in = let_in + 1 end
+end
+if arg[1] == "strangers-only" then
+  fdpass.poll({}, nil, 30) -- the old side gives up first
+  os.exit(0)
+end
+
+local up = upgrade.new { argv = { "unused" }, timeouts = { handover = 5, commit = 5 } }
+local inherited = up:start { inherit = function(got) return got.listeners.http ~= nil end }
+report("joined", inherited and "yes" or "no")
+while up:incoming() do
+  if up:receive(1) == "done" then break end
+end
+os.exit(let_in == 0 and 0 or 1) -- 1: a stranger got in
