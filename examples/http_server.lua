@@ -6,7 +6,8 @@
 --
 -- usage: lua5.4 examples/http_server.lua PORT CONTROL_ADDR [PIDFILE]
 --   PORT 0 picks a free port; CONTROL_ADDR "@name" or a path.
--- Every request is answered with "pid GENERATION served N".
+-- Every request is answered with "pid GENERATION GREETING N" (GREETING is
+-- "served" unless HTTP_SERVER_CONFIG names a file that says otherwise).
 local fdpass = require "fdpass"
 local upgrade = require "fdpass.upgrade"
 
@@ -15,12 +16,29 @@ assert(port and control_addr, "usage: http_server.lua PORT CONTROL_ADDR [PIDFILE
 local me = fdpass.getpid()
 local function log(msg) io.stderr:write(("[%d] %s\n"):format(me, msg)) end
 
+-- Configuration, read at every start: a new copy with a broken one refuses
+-- the handover (NAK) and the old process goes on serving with its own.
+-- HTTP_SERVER_CONFIG names a file of "greeting = text" lines (optional).
+local function load_config()
+  local path = os.getenv("HTTP_SERVER_CONFIG")
+  if not path then return { greeting = "served" } end
+  local f, err = io.open(path)
+  if not f then return nil, "config: " .. err end
+  local text = f:read("a")
+  f:close()
+  local greeting = text:match("^%s*greeting%s*=%s*(%S+)%s*$")
+  if not greeting then return nil, "config: " .. path .. ": expected one line 'greeting = word'" end
+  return { greeting = greeting }
+end
+
+local config, config_err = load_config()
 local up = upgrade.new { pidfile = pidfile, log = log }
 local listener, control -- fd objects
 local served = 0
 local inherited = up:start {
   -- Runs in a new copy before it says READY: check what came, or refuse.
   inherit = function(got)
+    if not config then return nil, config_err end
     local http, ctl = got.listeners.http, got.listeners.control
     if not (http and http[1] and ctl and ctl[1]) then
       return nil, "expected one http and one control listener"
@@ -33,6 +51,7 @@ local inherited = up:start {
   end,
 }
 if not inherited then
+  assert(config, config_err)
   listener = assert(fdpass.tcp_listen("127.0.0.1", port))
   local server = assert(fdpass.listen(control_addr))
   control = fdpass.dup(server) -- one kind of object whether made or inherited
@@ -83,7 +102,7 @@ local function handle(c)
     if #c.buf < head_end + 3 + length then return end
     c.buf = c.buf:sub(head_end + 4 + length)
     served = served + 1
-    local body = ("%d %d served %d\n"):format(me, up.generation, served)
+    local body = ("%d %d %s %d\n"):format(me, up.generation, config.greeting, served)
     local close = head:lower():find("\nconnection:%s*close") ~= nil
     c.out = c.out .. ("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n%s\r\n%s")
       :format(#body, close and "Connection: close\r\n" or "", body)
