@@ -1,17 +1,20 @@
 -- The Lua side of `make bench`: the fdpass module doing the floor's work.
--- usage: lua5.4 bench/lbench.lua framed|raw 1|253|5000|64k SECONDS
+-- usage: lua5.4 bench/lbench.lua framed|raw|set 1|253|5000|64k SECONDS
 -- prints "messages descriptors seconds".
 --
 -- One process, one seqpacket socketpair: send a message, receive it, close
 -- every fd object that arrived with fd:close(), as a user would. The
 -- descriptors sent are one fd object (on /dev/null) repeated. framed is
 -- ch:send/ch:recv (5000 descriptors: one ch:send); raw is
--- ch:sendmsg/ch:recvmsg (5000: 20 sendmsg of at most 253).
+-- ch:sendmsg/ch:recvmsg (5000: 20 sendmsg of at most 253); set is
+-- ch:send of descriptor numbers and ch:recv(nil, "set"), one fdpass.fdset
+-- per message closed with set:close(), instead of an object per descriptor.
 local fdpass = require "fdpass"
 
 local mode, work, secs = arg[1], arg[2], tonumber(arg[3])
 local nfds = work == "64k" and 0 or tonumber(work)
-assert((mode == "framed" or mode == "raw") and nfds and secs, "usage: lbench.lua framed|raw 1|253|5000|64k SECONDS")
+assert((mode == "framed" or mode == "raw" or mode == "set") and nfds and secs,
+  "usage: lbench.lua framed|raw|set 1|253|5000|64k SECONDS")
 fdpass.nofile(select(2, fdpass.nofile()))
 
 local null
@@ -27,12 +30,19 @@ local MAXF = 253
 
 local function chunk(n)
   local t = {}
-  for i = 1, n do t[i] = null end
+  for i = 1, n do t[i] = mode == "set" and null:fileno() or null end
   return t
 end
 
 local iter
-if mode == "framed" then
+if mode == "set" then
+  local fds = chunk(nfds)
+  iter = function()
+    assert(a:send(payload, fds))
+    local _, got = b:recv(nil, "set")
+    return got:close()
+  end
+elseif mode == "framed" then
   local fds = chunk(nfds)
   iter = function()
     assert(a:send(payload, fds))
@@ -61,12 +71,13 @@ else
 end
 
 local batch = nfds == 5000 and 1 or nfds >= MAXF and 8 or nfds > 0 and 128 or 64
-local now = fdpass.monotonic
+local now = os.clock -- CPU time of the process (user + system), as in cbench.c
 local warm = now() + 0.05
 while now() < warm do
   for _ = 1, batch do iter() end
 end
-local msgs, fds, start, t = 0, 0, now(), nil
+local msgs, fds, start = 0, 0, now()
+local t
 repeat
   for _ = 1, batch do fds = fds + iter() end
   msgs = msgs + batch

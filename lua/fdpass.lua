@@ -51,6 +51,11 @@ fdpass.dup = core.dup
 --- What a descriptor is: `{kind=, family=, socktype=, listening=, addr=, peer=, ...}`.
 fdpass.info = core.info
 
+--- `fdpass.close_all(list)`: closes an array of integers and fd objects;
+-- returns how many it closed. (`ch:recv(timeout, "set")` gives an fd set:
+-- `#set`, `set[i]`, `set:take(i)`, `set:close()`.)
+fdpass.close_all = core.close_all
+
 --- How many descriptors this process holds.
 fdpass.fdcount = core.fdcount
 

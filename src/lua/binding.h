@@ -9,6 +9,7 @@
 #define CHANNEL_MT "fdpass.channel"
 #define SERVER_MT  "fdpass.server"
 #define PROCESS_MT "fdpass.process"
+#define FDSET_MT   "fdpass.fdset"
 
 /* Returns nil, "what: reason", "ERRNAME": Lua's convention for a failure
  * of the world (see luaL_fileresult). detail, if any, replaces the reason. */
@@ -21,12 +22,17 @@ int check_timeout(lua_State *L, int idx);
  * object, a Lua io file, or an object with getfd(), pollfd() or fileno().
  * Raises for anything else: a programming mistake. Borrowed, not owned. */
 int check_fd(lua_State *L, int idx);
+/* The same, with the fd metatable at stack index mt (luaL_getmetatable
+ * once per list): what a list of descriptors uses. */
+int check_fd_in(lua_State *L, int idx, int mt);
 
 /* Pushes a new fd object owning fd. */
 void push_fd(lua_State *L, int fd);
 /* Pushes a table of fd objects for fds[0..n); each slot is set to -1 as its
  * object takes it, so that a memory error leaves the rest to close. */
 void push_fd_list(lua_State *L, int *fds, size_t n);
+/* Pushes one fd set holding fds[0..n), with the same -1 marking. */
+void push_fd_set(lua_State *L, int *fds, size_t n);
 
 /* Registers a metatable with __index = methods and __name = name. */
 void new_class(lua_State *L, const char *name, const luaL_Reg *methods,

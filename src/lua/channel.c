@@ -3,6 +3,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -14,6 +15,8 @@ typedef struct {
     fdpass_chan *chan;
     int *handoff;        /* received descriptors not yet in fd objects */
     size_t handoff_n;
+    char *rbuf;          /* recvmsg's buffer, kept up to 64 KiB: a new one */
+    size_t rcap;         /* per call cost more than the recvmsg (bench/) */
     int raw[FDPASS_MAX_FDS_PER_SENDMSG];
 } lchannel;
 
@@ -42,11 +45,24 @@ static void close_handoff(lchannel *c)
     c->handoff_n = 0;
 }
 
-static void hand_over(lua_State *L, lchannel *c, int *fds, size_t n)
+/* recv's and recvmsg's last argument: "objects" (an fd object per
+ * descriptor, the default) or "set" (one fdpass.fdset holding them all:
+ * an object per descriptor costs more than the system call, see
+ * bench/RESULTS.md). */
+static int check_as(lua_State *L, int idx)
+{
+    static const char *const names[] = { "objects", "set", NULL };
+    return luaL_checkoption(L, idx, "objects", names);
+}
+
+static void hand_over(lua_State *L, lchannel *c, int *fds, size_t n, int as_set)
 {
     c->handoff = fds;
-    c->handoff_n = n;
-    push_fd_list(L, fds, n);
+    c->handoff_n = n; /* a raise on the way leaves the rest to close_handoff */
+    if (as_set)
+        push_fd_set(L, fds, n);
+    else
+        push_fd_list(L, fds, n);
     c->handoff_n = 0;
 }
 
@@ -66,6 +82,8 @@ static int push_channel(lua_State *L, int fd, const char *what)
     c->fd = -1;
     c->chan = NULL;
     c->handoff_n = 0;
+    c->rbuf = NULL;
+    c->rcap = 0;
     luaL_setmetatable(L, CHANNEL_MT);
     c->chan = fdpass_chan_new(fd, NULL);
     if (!c->chan) {
@@ -82,6 +100,9 @@ static void release_channel(lchannel *c)
     close_handoff(c);
     fdpass_chan_free(c->chan);
     c->chan = NULL;
+    free(c->rbuf);
+    c->rbuf = NULL;
+    c->rcap = 0;
     if (c->fd >= 0)
         close(c->fd);
     c->fd = -1;
@@ -99,9 +120,11 @@ static int *collect_fds(lua_State *L, int idx, int *small, size_t *n)
     int *fds = small;
     if (len > FDPASS_MAX_FDS_PER_SENDMSG)
         fds = compat_newuserdata(L, len * sizeof(int)); /* stays on the stack */
+    luaL_getmetatable(L, FD_MT); /* stays too */
+    int mt = lua_gettop(L);
     for (size_t i = 0; i < len; i++) {
         lua_geti(L, idx, (lua_Integer)i + 1);
-        fds[i] = check_fd(L, -1);
+        fds[i] = check_fd_in(L, -1, mt);
         lua_pop(L, 1);
     }
     *n = len;
@@ -144,6 +167,7 @@ static int ch_recv(lua_State *L)
 {
     lchannel *c = check_channel(L, 1);
     int timeout = check_timeout(L, 2);
+    int as_set = check_as(L, 3);
     fdpass_msg m;
     int r = fdpass_recv(c->chan, &m, timeout);
     if (r < 0)
@@ -152,7 +176,7 @@ static int ch_recv(lua_State *L)
     c->handoff = m.fds;
     c->handoff_n = m.nfds;
     lua_pushlstring(L, m.data, m.len);
-    hand_over(L, c, m.fds, m.nfds);
+    hand_over(L, c, m.fds, m.nfds, as_set);
     return 2;
 }
 
@@ -182,19 +206,30 @@ static int ch_recvmsg(lua_State *L)
     lua_Integer cap = luaL_optinteger(L, 2, 65536);
     lua_Integer maxfds = luaL_optinteger(L, 3, FDPASS_MAX_FDS_PER_SENDMSG);
     int timeout = check_timeout(L, 4);
+    int as_set = check_as(L, 5);
     luaL_argcheck(L, cap > 0 && cap <= (1 << 30), 2, "size must be 1 .. 2^30");
     luaL_argcheck(L, maxfds >= 0 && maxfds <= FDPASS_MAX_FDS_PER_SENDMSG, 3,
                   "maxfds must be 0 .. 253");
-    luaL_Buffer b;
-    char *buf = luaL_buffinitsize(L, &b, (size_t)cap);
+    if ((size_t)cap > c->rcap) {
+        char *buf = realloc(c->rbuf, (size_t)cap);
+        if (!buf)
+            return luaL_error(L, "not enough memory");
+        c->rbuf = buf;
+        c->rcap = (size_t)cap;
+    }
     size_t nfds = 0;
-    ssize_t r = fdpass_recvmsg(c->fd, buf, (size_t)cap, c->raw, (size_t)maxfds, &nfds, timeout);
+    ssize_t r = fdpass_recvmsg(c->fd, c->rbuf, (size_t)cap, c->raw, (size_t)maxfds, &nfds, timeout);
     if (r < 0)
         return push_error(L, "recvmsg", (int)r, NULL);
     c->handoff = c->raw;
     c->handoff_n = nfds;
-    luaL_pushresultsize(&b, (size_t)r);
-    hand_over(L, c, c->raw, nfds);
+    lua_pushlstring(L, c->rbuf, (size_t)r);
+    if (c->rcap > 65536) { /* do not keep a large one */
+        free(c->rbuf);
+        c->rbuf = NULL;
+        c->rcap = 0;
+    }
+    hand_over(L, c, c->raw, nfds, as_set);
     return 2;
 }
 

@@ -38,14 +38,17 @@ void push_fd(lua_State *L, int fd)
 void push_fd_list(lua_State *L, int *fds, size_t n)
 {
     lua_createtable(L, (int)n, 0);
+    luaL_getmetatable(L, FD_MT); /* once per list, not once per descriptor */
     for (size_t i = 0; i < n; i++) {
         lfd *f = compat_newuserdata(L, sizeof *f);
         f->fd = -1;
-        luaL_setmetatable(L, FD_MT);
+        lua_pushvalue(L, -2);
+        lua_setmetatable(L, -2);
         f->fd = fds[i];
         fds[i] = -1;
-        lua_rawseti(L, -2, (lua_Integer)i + 1);
+        lua_rawseti(L, -3, (lua_Integer)i + 1);
     }
+    lua_pop(L, 1);
 }
 
 static int fd_from_number(lua_State *L, int idx, int arg)
@@ -90,8 +93,11 @@ int check_fd(lua_State *L, int idx)
         return fd_from_number(L, idx, idx);
     case LUA_TUSERDATA: {
         void *p;
-        if ((p = luaL_testudata(L, idx, FD_MT)))
-            return open_lfd(L, idx);
+        if ((p = luaL_testudata(L, idx, FD_MT))) {
+            if (((lfd *)p)->fd < 0)
+                luaL_error(L, "attempt to use a closed fdpass.fd");
+            return ((lfd *)p)->fd;
+        }
         if ((p = luaL_testudata(L, idx, CHANNEL_MT)) || (p = luaL_testudata(L, idx, SERVER_MT))) {
             int fd = *(int *)p; /* both start with their descriptor */
             if (fd < 0)
@@ -119,6 +125,24 @@ int check_fd(lua_State *L, int idx)
     }
 }
 
+/* check_fd for one element of a list, with the fd metatable at stack index
+ * mt: an fd object costs a comparison instead of a lookup by name. */
+int check_fd_in(lua_State *L, int idx, int mt)
+{
+    idx = lua_absindex(L, idx);
+    lfd *f = lua_touserdata(L, idx);
+    if (f && lua_getmetatable(L, idx)) {
+        int same = lua_rawequal(L, -1, mt);
+        lua_pop(L, 1);
+        if (same) {
+            if (f->fd < 0)
+                luaL_error(L, "attempt to use a closed fdpass.fd");
+            return f->fd;
+        }
+    }
+    return check_fd(L, idx);
+}
+
 static int fd_fileno(lua_State *L)
 {
     lua_pushinteger(L, open_lfd(L, 1));
@@ -127,8 +151,11 @@ static int fd_fileno(lua_State *L)
 
 static int fd_close(lua_State *L)
 {
-    int fd = open_lfd(L, 1);
-    check_lfd(L, 1)->fd = -1;
+    lfd *f = check_lfd(L, 1); /* one check: this runs once per descriptor */
+    int fd = f->fd;
+    if (fd < 0)
+        return luaL_error(L, "attempt to use a closed fdpass.fd");
+    f->fd = -1;
     /* Linux frees the descriptor even when close() reports EINTR or EIO:
      * never retry, or another thread's new descriptor could be closed. */
     if (close(fd) < 0 && errno != EINTR)
@@ -239,6 +266,141 @@ static int fd_file(lua_State *L)
     return 1;
 }
 
+/* ---- fd sets: many received descriptors in one object -------------------
+ * What ch:recv(timeout, "set") gives: one allocation for a whole message
+ * instead of an object per descriptor, which costs more than the system
+ * call that brought it (bench/RESULTS.md). The set owns what it holds:
+ * closed by set:close(), __close or __gc; set:take(i) hands one out as an
+ * fd object; set[i] is the number, still the set's. */
+
+typedef struct {
+    size_t n;
+    int fds[];
+} lfdset;
+
+void push_fd_set(lua_State *L, int *fds, size_t n)
+{
+    lfdset *s = compat_newuserdata(L, sizeof *s + (n ? n : 1) * sizeof(int));
+    s->n = 0; /* holds nothing until the copy below: a raise leaves fds to the caller */
+    luaL_setmetatable(L, FDSET_MT);
+    for (size_t i = 0; i < n; i++) {
+        s->fds[i] = fds[i];
+        fds[i] = -1;
+    }
+    s->n = n;
+}
+
+static lfdset *check_set(lua_State *L)
+{
+    return luaL_checkudata(L, 1, FDSET_MT);
+}
+
+static size_t check_slot(lua_State *L, lfdset *s, int idx)
+{
+    lua_Integer i = luaL_checkinteger(L, idx);
+    luaL_argcheck(L, i >= 1 && (size_t)i <= s->n, idx, "index out of range");
+    return (size_t)i - 1;
+}
+
+static int set_len(lua_State *L)
+{
+    lua_pushinteger(L, (lua_Integer)check_set(L)->n);
+    return 1;
+}
+
+/* set[i] -> the descriptor number (nil once taken or closed); set.name -> method */
+static int set_index(lua_State *L)
+{
+    lfdset *s = check_set(L);
+    if (lua_type(L, 2) == LUA_TNUMBER) {
+        lua_Integer i = lua_tointeger(L, 2);
+        if (i >= 1 && (size_t)i <= s->n && s->fds[i - 1] >= 0)
+            lua_pushinteger(L, s->fds[i - 1]);
+        else
+            lua_pushnil(L);
+        return 1;
+    }
+    lua_getmetatable(L, 1);
+    lua_getfield(L, -1, "methods");
+    lua_pushvalue(L, 2);
+    lua_rawget(L, -2);
+    return 1;
+}
+
+/* set:take(i) -> an fd object that owns descriptor i from now on */
+static int set_take(lua_State *L)
+{
+    lfdset *s = check_set(L);
+    size_t i = check_slot(L, s, 2);
+    if (s->fds[i] < 0)
+        return luaL_error(L, "descriptor %d of the set was taken or closed", (int)i + 1);
+    lfd *f = compat_newuserdata(L, sizeof *f);
+    f->fd = -1;
+    luaL_setmetatable(L, FD_MT);
+    f->fd = s->fds[i];
+    s->fds[i] = -1;
+    return 1;
+}
+
+/* set:close() -> how many it closed; what was taken is not the set's. */
+static int set_close(lua_State *L)
+{
+    lfdset *s = check_set(L);
+    lua_Integer closed = 0;
+    for (size_t i = 0; i < s->n; i++)
+        if (s->fds[i] >= 0) {
+            close(s->fds[i]);
+            s->fds[i] = -1;
+            closed++;
+        }
+    lua_pushinteger(L, closed);
+    return 1;
+}
+
+static int set_tostring(lua_State *L)
+{
+    lua_pushfstring(L, "fdpass.fdset (%d)", (int)check_set(L)->n);
+    return 1;
+}
+
+/* fdpass.close_all(list): closes every entry of an array of integers (which
+ * the caller owns, e.g. from fd:detach()) and fd objects (closed
+ * ones are skipped) in one call; returns how many it closed. */
+static int l_close_all(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_Integer n = luaL_len(L, 1), closed = 0;
+    luaL_getmetatable(L, FD_MT);
+    int mt = lua_gettop(L);
+    for (lua_Integer i = 1; i <= n; i++) {
+        lua_rawgeti(L, 1, i);
+        int fd, isint;
+        lua_Integer v = lua_tointegerx(L, -1, &isint);
+        if (isint && lua_type(L, -1) == LUA_TNUMBER) {
+            luaL_argcheck(L, v >= 0 && v <= INT32_MAX, 1, "descriptor must be a non-negative integer");
+            fd = (int)v;
+        } else {
+            lfd *f = lua_touserdata(L, -1);
+            int same = 0;
+            if (f && lua_getmetatable(L, -1)) {
+                same = lua_rawequal(L, -1, mt);
+                lua_pop(L, 1);
+            }
+            if (!same)
+                return luaL_argerror(L, 1, "integers and fdpass.fd objects expected");
+            fd = f->fd;
+            f->fd = -1;
+        }
+        lua_pop(L, 1);
+        if (fd >= 0) {
+            close(fd); /* as fd:close(): never retried */
+            closed++;
+        }
+    }
+    lua_pushinteger(L, closed);
+    return 1;
+}
+
 /* fdpass.fd(n): take ownership of descriptor n. */
 static int l_adopt(lua_State *L)
 {
@@ -322,9 +484,20 @@ int open_fd(lua_State *L)
     static const luaL_Reg meta[] = {
         { "__gc", fd_gc }, { "__close", fd_gc }, { "__tostring", fd_tostring }, { NULL, NULL } };
     static const luaL_Reg funcs[] = {
-        { "fd", l_adopt }, { "dup", l_dup }, { "dup2", l_dup2 }, { "info", l_info },
+        { "fd", l_adopt }, { "dup", l_dup }, { "close_all", l_close_all }, { "dup2", l_dup2 }, { "info", l_info },
         { "fdcount", l_fdcount }, { "nofile", l_nofile }, { NULL, NULL } };
     new_class(L, FD_MT, methods, meta);
+    static const luaL_Reg set_methods[] = {
+        { "take", set_take }, { "close", set_close }, { NULL, NULL } };
+    static const luaL_Reg set_meta[] = {
+        { "__index", set_index }, { "__len", set_len }, { "__gc", set_close },
+        { "__close", set_close }, { "__tostring", set_tostring }, { NULL, NULL } };
+    luaL_newmetatable(L, FDSET_MT);
+    luaL_setfuncs(L, set_meta, 0);
+    lua_newtable(L);
+    luaL_setfuncs(L, set_methods, 0);
+    lua_setfield(L, -2, "methods");
+    lua_pop(L, 1);
     luaL_setfuncs(L, funcs, 0);
     return 0;
 }
