@@ -229,11 +229,15 @@ end
 
 while true do
   if draining then
+    local batch = {}
     for _, c in pairs(conns) do
       if #c.out == 0 then -- a request boundary: what is buffered goes along
-        up:handoff("http", c.fd, c.buf)
-        close_conn(c)
+        batch[#batch + 1] = { name = "http", conn = c.fd, buffered = c.buf }
       end
+    end
+    if #batch > 0 then
+      up:handoff_all(batch)
+      for _, e in ipairs(batch) do close_conn(conns[e.conn]) end
     end
     if next(conns) == nil then
       up:finish()
@@ -288,7 +292,7 @@ while true do
     end
   end
   if incoming and rs[incoming] then
-    for _ = 1, 256 do
+    while true do -- a batch comes in one message: take all of it
       local got = up:receive(0)
       if got == "done" or got == nil then break end
       add_conn(got.fd, got.buffered)
