@@ -483,6 +483,41 @@ T.test_new_copy_closes_and_reports_descriptors_whose_identity_lies = function()
   H.close_all { good, other, file, ua, ub }
 end
 
+T.test_a_batch_of_connections_arrives_in_order_and_entries_without_a_descriptor_pair_are_closed = function()
+  local good = assert(fdpass.tcp_listen("127.0.0.1", 0))
+  local ch, proc, r, w = spawn_new_copy("ok")
+  welcome(ch, w)
+  w:close()
+  send_fds(ch, { { "good", good } })
+  encode_send(ch, { t = "STATE", state = { served = 1 } })
+  lu.assertEquals(decode_recv(ch).t, "READY")
+  encode_send(ch, { t = "COMMIT" })
+  lu.assertEquals(decode_recv(ch).t, "COMMITTED")
+  -- three connections, entries for the first two only: the third is closed
+  local pairs_ = {}
+  for i = 1, 3 do pairs_[i] = { assert(fdpass.socketpair("stream")) } end
+  encode_send(ch, { t = "CONNS", conns = {
+    { name = "http", buffered = "one" }, { name = "http", buffered = "two" },
+  } }, { pairs_[1][2], pairs_[2][2], pairs_[3][2] })
+  for i = 1, 3 do pairs_[i][2]:close() end
+  encode_send(ch, { t = "DONE" })
+  ch:close()
+  H.expect_exit(proc, 0, 5)
+  local text = read_to_eof(r)
+  r:close()
+  local seen = {}
+  for line in text:gmatch("conn ([^\n]*)") do seen[#seen + 1] = line end
+  lu.assertEquals(seen, { 'http "one"', 'http "two"' })
+  -- the copy held none of them at the end: the third was never adopted
+  lu.assertEquals(reports(text).final_fds, "0")
+  -- and our ends see the copy's ends closed
+  for i = 1, 3 do
+    lu.assertEquals(select(3, pairs_[i][1]:recvmsg(16, 0, 2)), "EOF")
+    pairs_[i][1]:close()
+  end
+  good:close()
+end
+
 -- The old process goes away before READY: the copy gives up, exit 1.
 local function old_dies_before_ready(after)
   local l = assert(fdpass.tcp_listen("127.0.0.1", 0))
