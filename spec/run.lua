@@ -1,8 +1,10 @@
 -- Runs every spec (spec/*_spec.lua with luaunit, and the C tests) each in a
 -- process of its own, and ends with the line "N passed, N failed".
 -- Environment (set by the Makefile): FDPASS_LUA, FDPASS_CTESTS,
--- FDPASS_CTEST_ENV; SPEC=name runs only the specs whose file name has it.
+-- FDPASS_CTEST_ENV; SPEC=name runs only the specs whose file name has it;
+-- FDPASS_WRAP prefixes every spec's command (make valgrind).
 local lua = os.getenv("FDPASS_LUA") or "lua5.4"
+local wrap = os.getenv("FDPASS_WRAP") or ""
 local only = os.getenv("SPEC")
 local TIME_LIMIT = 600 -- seconds per spec file: a hung peer must not hang CI
 
@@ -21,9 +23,9 @@ local failures = {}
 local function run(file)
   local cmd
   if file:match("%.lua$") then
-    cmd = string.format("timeout %d %s %s -o tap 2>&1", TIME_LIMIT, lua, file)
+    cmd = string.format("timeout %d %s %s %s -o tap 2>&1", TIME_LIMIT, wrap, lua, file)
   else
-    cmd = string.format("timeout %d env %s %s 2>&1", TIME_LIMIT, os.getenv("FDPASS_CTEST_ENV") or "", file)
+    cmd = string.format("timeout %d env %s %s %s 2>&1", TIME_LIMIT, os.getenv("FDPASS_CTEST_ENV") or "", wrap, file)
   end
   local planned, seen, passed, failed, skipped = nil, 0, 0, 0, 0
   local last_failure

@@ -3,7 +3,12 @@
 #include "testutil.h"
 #include <arpa/inet.h>
 #include <grp.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <netinet/in.h>
+#include <stddef.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 
 static char dir[64];     /* a private directory for path sockets */
@@ -837,6 +842,51 @@ static void wait_exit_status_and_eintr(void)
     CHECK_EQ(fdpass_wait(1, 0, NULL), -ECHILD);
 }
 
+/* Without pidfd_open (Linux < 5.3, valgrind, a seccomp sandbox: ENOSYS)
+ * fdpass_wait with a timeout still waits, times out and reaps: it used to
+ * answer -ENOSYS at once. A seccomp filter in a child takes the call away. */
+static int wait_without_pidfd_child(void)
+{
+    struct sock_filter f[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_pidfd_open, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | ENOSYS),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    struct sock_fprog prog = { sizeof f / sizeof f[0], f };
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0 || prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) < 0)
+        return 2;
+    if (syscall(SYS_pidfd_open, getpid(), 0) >= 0 || errno != ENOSYS)
+        return 3;
+    char *argv[] = { "sh", "-c", "sleep 0.3; exit 4", NULL };
+    pid_t pid = -1;
+    if (fdpass_spawn(&pid, "/bin/sh", argv, NULL, NULL, 0) != 0)
+        return 4;
+    int st = -1;
+    long long t0 = now_ms();
+    int r = fdpass_wait(pid, 50, &st);
+    long long took = now_ms() - t0;
+    if (r != -ETIMEDOUT || took < 50 || took > 1000)
+        return 5;
+    if (fdpass_wait(pid, 0, &st) != -ETIMEDOUT)
+        return 6;
+    if (fdpass_wait(pid, 5000, &st) != 0 || !WIFEXITED(st) || WEXITSTATUS(st) != 4)
+        return 7;
+    if (fdpass_wait(pid, 100, &st) != -ECHILD || fdpass_wait(1, 100, &st) != -ECHILD)
+        return 8;
+    return 0;
+}
+
+static void wait_without_pidfd_open(void)
+{
+    fflush(stdout);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0)
+        _exit(wait_without_pidfd_child());
+    CHECK_EQ(wait_child(pid), 0);
+}
+
 /* ---- error names ------------------------------------------------------------- */
 
 static void error_names(void)
@@ -919,6 +969,7 @@ int main(void)
     RUN(spawn_missing_program);
     RUN(wait_timeout_then_kill);
     RUN(wait_exit_status_and_eintr);
+    RUN(wait_without_pidfd_open);
     RUN(error_names);
     cleanup_dir();
     CTEST_END();

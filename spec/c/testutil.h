@@ -174,7 +174,17 @@ static inline void alarm_off(const struct sigaction *old)
     struct itimerval it;
     memset(&it, 0, sizeof it);
     setitimer(ITIMER_REAL, &it, NULL);
+    /* A signal the timer sent may still be pending (valgrind delivers them
+     * late): take it before the old action (SIG_DFL: death) comes back. */
+    sigset_t s, prev;
+    sigemptyset(&s);
+    sigaddset(&s, SIGALRM);
+    sigprocmask(SIG_BLOCK, &s, &prev);
+    struct timespec zero = { 0, 0 };
+    while (sigtimedwait(&s, NULL, &zero) == SIGALRM)
+        ;
     sigaction(SIGALRM, old, NULL);
+    sigprocmask(SIG_SETMASK, &prev, NULL);
 }
 
 /* Bytes with a pattern that catches reordering and shifts. */

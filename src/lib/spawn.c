@@ -93,11 +93,12 @@ int fdpass_wait(pid_t pid, int timeout_ms, int *status)
         while (r < 0 && errno == EINTR);
     } else {
         /* A pidfd becomes readable when the process exits: poll it, no
-         * sleeping loop. */
+         * sleeping loop. Without pidfd_open (Linux < 5.3, valgrind, some
+         * sandboxes: ENOSYS), naps of 1 to 16 ms instead. */
         int pfd = (int)syscall(SYS_pidfd_open, pid, 0);
-        if (pfd < 0) /* no such process: not a child to wait for, as waitpid says */
+        if (pfd < 0 && errno != ENOSYS) /* no such process: not a child to wait for, as waitpid says */
             return errno == ESRCH ? -ECHILD : -errno;
-        int64_t until = now_ms() + timeout_ms;
+        int64_t until = now_ms() + timeout_ms, nap = 1;
         for (;;) {
             r = waitpid(pid, &st, WNOHANG);
             if (r < 0 && errno == EINTR)
@@ -106,14 +107,23 @@ int fdpass_wait(pid_t pid, int timeout_ms, int *status)
                 break;
             int64_t left = until - now_ms();
             if (left <= 0) {
-                close(pfd);
+                if (pfd >= 0)
+                    close(pfd);
                 return -ETIMEDOUT;
             }
-            struct pollfd p = { .fd = pfd, .events = POLLIN };
-            poll(&p, 1, (int)left);
+            if (pfd >= 0) {
+                struct pollfd p = { .fd = pfd, .events = POLLIN };
+                poll(&p, 1, (int)left);
+            } else {
+                nap = nap < left ? nap : left;
+                struct timespec ts = { nap / 1000, (long)(nap % 1000) * 1000000 };
+                nanosleep(&ts, NULL);
+                nap = nap < 16 ? nap * 2 : 16;
+            }
         }
         int e = errno;
-        close(pfd);
+        if (pfd >= 0)
+            close(pfd);
         errno = e;
     }
     if (r < 0)
