@@ -132,3 +132,72 @@ soak: all
 
 example: all
 	@$(LUA_ENV) $(LUA) examples/handover.lua
+
+# ---- fuzzing: `make fuzz [FUZZ_SECONDS=60] [FUZZ_TARGETS=...]` builds the
+# libFuzzer targets of fuzz/ (clang, ASan + UBSan) into build-fuzz/ and runs
+# each FUZZ_SECONDS on a copy of fuzz/corpus/<target>; fails on a finding.
+# `make fuzz-corpus` rewrites the seeds (fuzz/mkcorpus.lua).
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ_BUILD   ?= build-fuzz
+FUZZ_TARGETS ?= fuzz_records fuzz_codec fuzz_handshake
+FUZZ_CFLAGS  := -std=gnu11 -g -O1 -Wall -Wextra -fno-omit-frame-pointer \
+                -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
+.PHONY: fuzz fuzz-build fuzz-deps fuzz-corpus clean-fuzz
+fuzz: fuzz-build
+	@FUZZ_SECONDS=$(FUZZ_SECONDS) fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_TARGETS)
+fuzz-build: $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/%)
+fuzz-deps:
+	@fuzz/deps.sh $(FUZZ_CC)
+$(FUZZ_BUILD)/fuzz_records: fuzz/fuzz_records.c fuzz/fuzz_common.h $(LIB_SRC) src/lib/fdpass.h src/lib/internal.h | fuzz-deps
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -Isrc/lib $< $(LIB_SRC) -o $@
+$(FUZZ_BUILD)/fuzz_%: fuzz/fuzz_%.c fuzz/fuzz_common.h $(LIB_SRC) $(LUA_SRC) src/lib/fdpass.h src/lib/internal.h src/lua/binding.h src/lua/compat.h | fuzz-deps deps
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -Isrc/lib $$(pkg-config --cflags $(LUA_PC)) $< $(LIB_SRC) $(LUA_SRC) -o $@ $$(pkg-config --libs $(LUA_PC)) -lm
+fuzz-corpus: all
+	@$(LUA_ENV) $(LUA) fuzz/mkcorpus.lua
+clean-fuzz:
+	rm -rf $(FUZZ_BUILD)
+clean: clean-fuzz
+
+# ---- valgrind: `make valgrind` runs every spec, Lua and C, under memcheck
+# (spec/run.lua puts FDPASS_WRAP before each command): any memory error or
+# definite leak exits 99 and fails its spec file. The processes the specs
+# start (fdpass.spawn) run without valgrind.
+# Skipped there (FDPASS_SKIP), as they cannot mean anything under it:
+# valgrind runs posix_spawn's vfork as a fork, so a program that cannot be
+# executed is no spawn error but a child that exits 127; it emulates
+# RLIMIT_NOFILE, which the kernel then never enforces; and a sender under
+# valgrind is slower than its native reader, so an 8 MiB state never fills
+# the socket buffer (the test of a non-blocking handover needs it full).
+VALGRIND       ?= valgrind
+VALGRIND_FLAGS ?= --quiet --leak-check=full --errors-for-leak-kinds=definite \
+                  --error-exitcode=99 --track-fds=no
+VALGRIND_SKIP  ?= spawn_missing_program raw_rlimit_ctrunc raw_rlimit_ctrunc_stream \
+  framed_rlimit_ctrunc framed_rlimit_ctrunc_stream raw_etoomanyrefs_unprivileged \
+  test_spawn_failures test_spawn_fails_phase_spawn \
+  test_old_side_at_its_descriptor_limit_fails_in_spawn_and_keeps_everything \
+  test_a_state_larger_than_the_socket_buffer_goes_through_without_blocking
+.PHONY: valgrind
+valgrind: all
+	@tools/deps.sh $(LUA_VERSION) valgrind
+	@start=$$(date +%s); $(LUA_ENV) FDPASS_WRAP="$(VALGRIND) $(VALGRIND_FLAGS)" \
+	  FDPASS_SKIP="$(strip $(VALGRIND_SKIP))" \
+	  FDPASS_SKIP_WHY="not meaningful under valgrind: see VALGRIND_SKIP in the Makefile" \
+	  $(LUA) spec/run.lua; \
+	  rc=$$?; echo "valgrind: $$(( $$(date +%s) - start )) s"; exit $$rc
+
+# make bench: the floor (plain C sendmsg/recvmsg), the C API, the Lua module
+# and, where installed, Python's send_fds and cqueues on the same work;
+# prints one table, writes bench/RESULTS.md and bench/fds.svg. About a
+# minute; BENCH_RUNS and BENCH_SECS change it.
+CBENCH := $(BUILD)/bench/cbench
+$(CBENCH): bench/cbench.c src/lib/fdpass.h $(SHLIB)
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) -Isrc/lib $< -o $@ -L$(BUILD) -lfdpass -Wl,-rpath,$(abspath $(BUILD)) $(LDFLAGS_ALL)
+
+.PHONY: bench
+bench: all $(CBENCH)
+	@bench/deps.sh
+	@$(LUA_ENV) FDPASS_CBENCH=$(CBENCH) $(LUA) bench/run.lua
