@@ -61,12 +61,6 @@ up:listener("http", listener)
 up:listener("control", control)
 up:state(function() return { served = served } end)
 local signals = assert(fdpass.signals { "HUP", "USR2" })
-local my_uid -- our own uid, as the kernel reports it for a pair of ours
-do
-  local a, b = fdpass.socketpair()
-  my_uid = select(2, a:peercred())
-  a:close(); b:close()
-end
 
 -- ---- HTTP ---------------------------------------------------------------------
 
@@ -124,100 +118,19 @@ end
 
 -- ---- control requests and upgrades ------------------------------------------
 
-local task, requester -- the upgrade under way, and who asked for it
 local draining = false
-
-local function reply(ch, msg)
-  ch:send(fdpass.encode(msg), nil, 1)
-  ch:close()
+local function stats()
+  local n = 0
+  for _ in pairs(conns) do n = n + 1 end
+  collectgarbage() -- count what is held, not what waits for the collector
+  local status = io.open("/proc/self/status")
+  local rss = status and tonumber(status:read("a"):match("VmRSS:%s*(%d+)")) or 0
+  if status then status:close() end
+  return { served = served, conns = n, fdcount = fdpass.fdcount(), rss_kb = rss,
+    lua_kb = collectgarbage("count"), port = tonumber(listener:info().addr:match(":(%d+)$")) }
 end
-
-local on_task_step
-local function start_upgrade(ch)
-  local t, phase, reason = up:begin()
-  if not t then
-    if ch then reply(ch, { ok = false, phase = phase, reason = reason }) end
-    return
-  end
-  task, requester = t, ch
-  on_task_step() -- spawns the new copy; then it waits for the loop
-end
-
--- Control clients are served from the loop like any connection: a peer
--- that connects and says nothing, or sends a byte a second, holds only its
--- own slot until its deadline, never the server.
-local CONTROL_DEADLINE = 2
-local clients = {} -- channel -> deadline
-
-local function on_control_connect()
-  for _ = 1, 16 do
-    local fd = fdpass.accept(control)
-    if not fd then return end
-    local ch = fdpass.channel(fd)
-    ch:limits { max_payload = 4096, max_fds = 1 }
-    local _, uid = ch:peercred()
-    if uid ~= my_uid and uid ~= 0 then -- an abstract name has no permissions
-      reply(ch, { ok = false, phase = "control", reason = "permission denied" })
-    else
-      clients[ch] = fdpass.monotonic() + CONTROL_DEADLINE
-    end
-  end
-end
-
-local function on_control_request(ch)
-  local data, _, code = ch:recv(0)
-  if not data and code == "EAGAIN" then return end -- a partial request stays
-  clients[ch] = nil
-  local req = data and fdpass.decode(data)
-  if type(req) ~= "table" then
-    return reply(ch, { ok = false, phase = "control", reason = "bad request" })
-  end
-  if req.cmd == "upgrade" then
-    if draining then return reply(ch, { ok = false, phase = "control", reason = "already handed over" }) end
-    return start_upgrade(ch)
-  elseif req.cmd == "stats" then
-    local n = 0
-    for _ in pairs(conns) do n = n + 1 end
-    local info = listener:info()
-    collectgarbage() -- count what is held, not what waits for the collector
-    local status = io.open("/proc/self/status")
-    local rss = status and tonumber(status:read("a"):match("VmRSS:%s*(%d+)")) or 0
-    if status then status:close() end
-    return reply(ch, { ok = true, pid = me, generation = up.generation, served = served,
-      conns = n, fdcount = fdpass.fdcount(), rss_kb = rss, lua_kb = collectgarbage("count"),
-      port = tonumber(info.addr:match(":(%d+)$")) })
-  end
-  reply(ch, { ok = false, phase = "control", reason = "unknown command" })
-end
-
-local function expire_clients()
-  local t = fdpass.monotonic()
-  for ch, deadline in pairs(clients) do
-    if t >= deadline then
-      clients[ch] = nil
-      ch:close() -- too slow or silent
-    end
-  end
-end
-
-function on_task_step()
-  local ok, a, b, c = task:step()
-  if ok == nil then return end
-  task = nil
-  if ok then
-    log(("handed over to %d in %.1f ms (spawn %.1f ms)"):format(a, b.handover * 1e3, b.spawn * 1e3))
-    if requester then
-      reply(requester, { ok = true, old = me, new = a, handover = b.handover, spawn = b.spawn })
-    end
-    -- Committed: stop accepting (the new copy accepts on the same sockets,
-    -- so nothing queued is lost), then hand each connection over.
-    draining = true
-  else
-    log(("upgrade failed in %s: %s"):format(a, b))
-    if requester then reply(requester, { ok = false, phase = a, reason = b, stderr = c }) end
-  end
-  requester = nil
-end
+-- The control socket and the upgrades it asks for, run from this loop.
+local ctl = up:controller { listener = control, stats = stats, log = log }
 
 -- ---- the loop -------------------------------------------------------------------
 
@@ -245,45 +158,27 @@ while true do
     end
   end
 
-  local readers, writers = { signals }, {}
-  if not draining then
-    readers[#readers + 1] = listener
-    readers[#readers + 1] = control
-  end
-  for ch in pairs(clients) do readers[#readers + 1] = ch end
+  local readers, writers, wake = ctl:pollfds()
+  readers[#readers + 1] = signals
+  if not draining then readers[#readers + 1] = listener end
   for _, c in pairs(conns) do
     if #c.out > 0 then writers[#writers + 1] = c.fd
     elseif not draining then readers[#readers + 1] = c.fd end
   end
   local incoming = up:incoming()
   if incoming then readers[#readers + 1] = incoming end
-  local timeout = (draining or next(clients)) and 0.05 or 1
-  if task then
-    local tr, tw = task:pollfds()
-    for _, fd in ipairs(tr) do readers[#readers + 1] = fd end
-    for _, fd in ipairs(tw) do writers[#writers + 1] = fd end
-    timeout = math.max(0, math.min(timeout, task:deadline() - fdpass.monotonic()))
-  end
+  local timeout = math.max(0, math.min(draining and 0.05 or 1, wake - fdpass.monotonic()))
 
   local r, w = fdpass.poll(readers, writers, timeout)
   local rs, ws = set_of(r), set_of(w)
 
   if rs[signals] then
     fdpass.readsignal(signals)
-    if not task and not draining then start_upgrade(nil) end
+    if not draining and ctl:upgrade() == "committed" then draining = true end
   end
-  if task then
-    local due = fdpass.monotonic() >= task:deadline()
-    local tr, tw = task:pollfds()
-    for _, fd in ipairs(tr) do due = due or rs[fd] end
-    for _, fd in ipairs(tw) do due = due or ws[fd] end
-    if due then on_task_step() end
-  end
-  if rs[control] and not draining then on_control_connect() end
-  for ch in pairs(clients) do
-    if rs[ch] then on_control_request(ch) end
-  end
-  expire_clients()
+  -- Committed: stop accepting (the new copy accepts on the same sockets, so
+  -- nothing queued is lost), then hand each connection over.
+  if ctl:step(rs, ws) == "committed" then draining = true end
   if rs[listener] and not draining then
     for _ = 1, 64 do
       local fd = fdpass.accept(listener)

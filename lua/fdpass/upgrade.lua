@@ -632,6 +632,161 @@ function Upgrader:new_process()
   return self.new_proc
 end
 
+-- ---- the serving side of the triggers: a controller for the app's loop ----
+
+local Controller = {}
+Controller.__index = Controller
+
+--- Serves a control socket and runs the upgrades it (or a signal) asks
+-- for, from the app's own loop, without ever blocking it.
+-- @tparam table opts `listener` (a listening AF_UNIX socket, e.g. from
+--   fdpass.listen; offered to every new copy under the name "control" by
+--   the app like any listener), `stats` (a function returning a table for
+--   the "stats" command), `deadline` (seconds a client may take to send its
+--   request: 2), `log`.
+-- Each request is checked: the caller's uid must be ours or root
+-- (SO_PEERCRED: an abstract name has no permissions). A client that says
+-- nothing, or dribbles, holds only its own slot until its deadline.
+-- @return controller: `readers, writers, deadline = ctl:pollfds()`, then
+--   `ctl:step(readable, writable)` with the sets (object -> true) of what
+--   poll found ready; `ctl:upgrade()` starts one (a signal's trigger).
+--   `step` returns "committed" once an upgrade succeeded: the app then
+--   stops accepting and hands its connections over.
+function Upgrader:controller(opts)
+  local uid = nil
+  do
+    local a, b = fdpass.socketpair()
+    uid = select(2, a:peercred())
+    a:close(); b:close()
+  end
+  return setmetatable({ up = self, listener = opts.listener, stats = opts.stats or function() return {} end,
+    limit = opts.deadline or 2, log = opts.log or self.log, uid = uid, clients = {} }, Controller)
+end
+
+local function reply(ch, msg)
+  ch:send(fdpass.encode(msg), nil, 1)
+  ch:close()
+end
+
+function Controller:pollfds()
+  local readers, writers, wake = {}, {}, math.huge
+  if self.listener and not self.committed then readers[1] = self.listener end
+  for ch, deadline in pairs(self.clients) do
+    readers[#readers + 1] = ch
+    wake = math.min(wake, deadline)
+  end
+  if self.task then
+    local tr, tw = self.task:pollfds()
+    for _, fd in ipairs(tr) do readers[#readers + 1] = fd end
+    for _, fd in ipairs(tw) do writers[#writers + 1] = fd end
+    wake = math.min(wake, self.task:deadline())
+  end
+  return readers, writers, wake
+end
+
+--- Starts an upgrade; `requester` (a channel) gets the answer when it ends.
+-- Returns false, "busy" or "committed" when none can start.
+function Controller:upgrade(requester)
+  local refuse
+  if self.committed then refuse = "already handed over"
+  elseif self.task then refuse = "an upgrade is already running" end
+  local task, phase, reason
+  if not refuse then
+    task, phase, reason = self.up:begin()
+    if not task then refuse = reason end
+  end
+  if refuse then
+    if requester then reply(requester, { ok = false, phase = phase or "control", reason = refuse }) end
+    return false, refuse
+  end
+  self.task, self.requester = task, requester
+  return self:step_task()
+end
+
+function Controller:step_task()
+  local ok, a, b, c = self.task:step()
+  if ok == nil then return true end
+  self.task = nil
+  local requester = self.requester
+  self.requester = nil
+  if ok then
+    self.log(("handed over to %d in %.1f ms (spawn %.1f ms)"):format(a, b.handover * 1e3, b.spawn * 1e3))
+    if requester then
+      reply(requester, { ok = true, old = fdpass.getpid(), new = a, handover = b.handover, spawn = b.spawn })
+    end
+    self.committed = true
+    for ch in pairs(self.clients) do ch:close() end
+    self.clients = {}
+    return "committed"
+  end
+  self.log(("upgrade failed in %s: %s"):format(a, b))
+  if requester then reply(requester, { ok = false, phase = a, reason = b, stderr = c }) end
+  return false, b
+end
+
+function Controller:accept()
+  for _ = 1, 16 do
+    local fd = fdpass.accept(self.listener)
+    if not fd then return end
+    local ch = fdpass.channel(fd)
+    ch:limits { max_payload = 4096, max_fds = 1 }
+    local _, uid = ch:peercred()
+    if uid ~= self.uid and uid ~= 0 then
+      reply(ch, { ok = false, phase = "control", reason = "permission denied" })
+    else
+      self.clients[ch] = now() + self.limit
+    end
+  end
+end
+
+function Controller:request(ch)
+  local data, _, code = ch:recv(0)
+  if not data and code == "EAGAIN" then return end -- a partial request stays
+  self.clients[ch] = nil
+  local req = data and fdpass.decode(data)
+  if type(req) ~= "table" then
+    return reply(ch, { ok = false, phase = "control", reason = "bad request" })
+  end
+  if req.cmd == "upgrade" then return self:upgrade(ch) end
+  if req.cmd == "stats" then
+    local ok, t = pcall(self.stats)
+    t = ok and type(t) == "table" and t or {}
+    t.ok, t.pid, t.generation = true, fdpass.getpid(), self.up.generation
+    return reply(ch, t)
+  end
+  reply(ch, { ok = false, phase = "control", reason = "unknown command" })
+end
+
+function Controller:step(readable, writable)
+  readable, writable = readable or {}, writable or {}
+  local result
+  if self.listener and not self.committed and readable[self.listener] then self:accept() end
+  -- Collect first: a request may commit an upgrade, which closes the
+  -- other clients and replaces the table being walked.
+  local ready = {}
+  for ch in pairs(self.clients) do
+    if readable[ch] then ready[#ready + 1] = ch end
+  end
+  for _, ch in ipairs(ready) do
+    if self.clients[ch] and self:request(ch) == "committed" then result = "committed" end
+  end
+  local t = now()
+  for ch, deadline in pairs(self.clients) do
+    if t >= deadline then
+      self.clients[ch] = nil
+      ch:close() -- too slow or silent
+    end
+  end
+  if self.task then
+    local due = t >= self.task:deadline()
+    local tr, tw = self.task:pollfds()
+    for _, fd in ipairs(tr) do due = due or readable[fd] end
+    for _, fd in ipairs(tw) do due = due or writable[fd] end
+    if due and self:step_task() == "committed" then result = "committed" end
+  end
+  return result
+end
+
 -- ---- the control socket's client -----------------------------------------------
 
 --- Asks a server's control socket for `cmd` ("upgrade", "stats") and waits
