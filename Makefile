@@ -4,15 +4,25 @@
 # make sanitize   the same suite under AddressSanitizer + UBSan
 # make install    header, libraries, pkg-config file, Lua modules
 
+# LUA_VERSION: 5.1, 5.3, 5.4 or jit (LuaJIT 2.1, OpenResty's luajit2 build,
+# the one Debian's nginx Lua module uses: see tools/deps.sh).
 LUA_VERSION ?= 5.4
+ifeq ($(LUA_VERSION),jit)
+LUA         ?= luajit
+LUA_PC      ?= luajit
+LUA_ABI     := 5.1
+else
 LUA         ?= lua$(LUA_VERSION)
 LUA_PC      ?= lua$(LUA_VERSION)
+LUA_ABI     := $(LUA_VERSION)
+endif
+LUA_VERSIONS ?= 5.1 5.3 5.4 jit
 PREFIX      ?= /usr/local
 DESTDIR     ?=
 LIBDIR      ?= $(PREFIX)/lib
 INCLUDEDIR  ?= $(PREFIX)/include
-LUA_LMOD    ?= $(shell pkg-config --define-variable=prefix=$(PREFIX) --variable=INSTALL_LMOD $(LUA_PC) 2>/dev/null || echo $(PREFIX)/share/lua/$(LUA_VERSION))
-LUA_CMOD    ?= $(shell pkg-config --define-variable=prefix=$(PREFIX) --variable=INSTALL_CMOD $(LUA_PC) 2>/dev/null || echo $(PREFIX)/lib/lua/$(LUA_VERSION))
+LUA_LMOD    ?= $(shell pkg-config --define-variable=prefix=$(PREFIX) --variable=INSTALL_LMOD $(LUA_PC) 2>/dev/null || echo $(PREFIX)/share/lua/$(LUA_ABI))
+LUA_CMOD    ?= $(shell pkg-config --define-variable=prefix=$(PREFIX) --variable=INSTALL_CMOD $(LUA_PC) 2>/dev/null || echo $(PREFIX)/lib/lua/$(LUA_ABI))
 
 SOVERSION   := 0
 VERSION     := 0.1.0
@@ -73,14 +83,28 @@ $(BUILD)/ctest/%: spec/c/%.c spec/c/ctest.h spec/c/testutil.h $(SHLIB)
 
 # In-tree paths for the specs and the demo; the versioned names win over a
 # stray LUA_PATH, see PITFALLS.
-LUA_ENV = LUA_PATH_$(subst .,_,$(LUA_VERSION))="$(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;$(CURDIR)/spec/?.lua;;" \
-          LUA_CPATH_$(subst .,_,$(LUA_VERSION))="$(CURDIR)/$(BUILD)/lua$(LUA_VERSION)/?.so;;" \
+LUA_ENV = LUA_PATH_$(subst .,_,$(LUA_ABI))="$(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;$(CURDIR)/spec/?.lua;;" \
+          LUA_CPATH_$(subst .,_,$(LUA_ABI))="$(CURDIR)/$(BUILD)/lua$(LUA_VERSION)/?.so;;" \
           LUA_PATH="$(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;$(CURDIR)/spec/?.lua;;" \
           LUA_CPATH="$(CURDIR)/$(BUILD)/lua$(LUA_VERSION)/?.so;;" \
           FDPASS_LUA=$(LUA) FDPASS_CTESTS="$(CTEST_BIN)"
 
 test: all
 	@$(LUA_ENV) $(LUA) spec/run.lua
+
+# The whole suite on every Lua of LUA_VERSIONS, one after the other (each
+# builds into its own build/lua<version>); ends with the totals of all.
+.PHONY: test-all
+test-all:
+	@total_p=0; total_f=0; for v in $(LUA_VERSIONS); do \
+	  echo "== Lua $$v"; \
+	  out=$$($(MAKE) --no-print-directory LUA_VERSION=$$v test 2>&1); rc=$$?; \
+	  echo "$$out" | grep -v '^cc \|^ln \|^sed '; \
+	  line=$$(echo "$$out" | grep -E '^[0-9]+ passed, [0-9]+ failed' | tail -1); \
+	  p=$$(echo "$$line" | sed -n 's/^\([0-9]*\) passed.*/\1/p'); f=$$(echo "$$line" | sed -n 's/.* \([0-9]*\) failed.*/\1/p'); \
+	  [ -n "$$p" ] || { p=0; f=1; }; [ $$rc -eq 0 ] || [ "$$f" -gt 0 ] || f=1; \
+	  total_p=$$((total_p + p)); total_f=$$((total_f + f)); \
+	done; echo "test-all ($(LUA_VERSIONS)):"; echo "$$total_p passed, $$total_f failed"; [ $$total_f -eq 0 ]
 
 # The Lua interpreter is not instrumented: the sanitizer runtime is
 # preloaded into it (and so into the processes the specs start).

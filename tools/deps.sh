@@ -5,7 +5,15 @@
 set -eu
 v=${1:-5.4}
 shift || true
-pkgs="gcc make pkg-config lua$v liblua$v-dev lua-unit lua-socket python3 util-linux $*"
+# LuaJIT is OpenResty's luajit2 build: the one Debian's nginx Lua module
+# (libnginx-mod-http-lua) links, so one machine runs both. It conflicts
+# with Debian's plain luajit packages: a machine has one or the other.
+case "$v" in
+  jit) lua="luajit2 libluajit2-5.1-dev" ;;
+  5.1) lua="lua5.1 liblua5.1-0-dev" ;;
+  *)   lua="lua$v liblua$v-dev" ;;
+esac
+pkgs="gcc make pkg-config $lua lua-unit lua-socket python3 util-linux $*"
 missing=""
 for p in $pkgs; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"

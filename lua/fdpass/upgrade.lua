@@ -31,6 +31,7 @@ Upgrader.__index = Upgrader
 
 -- os.clock is CPU time and os.time whole seconds: deadlines need this.
 local now = fdpass.monotonic
+local unpack = table.unpack or unpack -- 5.1 and LuaJIT have the global
 
 --- Creates the upgrader of this process.
 -- @tparam[opt] table opts
@@ -336,12 +337,7 @@ function Upgrader:begin()
   self.running = true
   local task = setmetatable({ up = self, lock = lock, waiting = {}, waiting_out = {}, wake = math.huge,
     tail = "" }, Task)
-  task.co = coroutine.create(function()
-    -- A raised error (a bug, a bad argument) still rolls back.
-    local ok, a, b, c, d = pcall(task.run, task)
-    if ok then return a, b, c, d end
-    return task:rollback(task.phase or "spawn", "error: " .. tostring(a))
-  end)
+  task.co = coroutine.create(function() return task:run() end)
   return task
 end
 
@@ -349,8 +345,19 @@ function Task:pollfds() return self.waiting, self.waiting_out end
 function Task:deadline() return self.wake end
 
 function Task:step()
-  if self.result then return table.unpack(self.result) end
+  if self.result then return unpack(self.result, 1, 4) end
   local ok, a, b, c, d = coroutine.resume(self.co)
+  if not ok and not self.rolling_back then
+    -- A raised error (a bug, a bad argument) still rolls back, in a
+    -- coroutine of its own: the run is not wrapped in pcall, because
+    -- Lua 5.1 cannot yield across one.
+    self.rolling_back = true
+    local err = a
+    self.co = coroutine.create(function()
+      return self:rollback(self.phase or "spawn", "error: " .. tostring(err))
+    end)
+    return self:step()
+  end
   if not ok then a, b, c, d = false, self.phase or "internal", tostring(a), self.tail end
   if coroutine.status(self.co) == "dead" then
     self.result = { a, b, c, d }
@@ -750,7 +757,11 @@ function Controller:request(ch)
   if req.cmd == "upgrade" then return self:upgrade(ch) end
   if req.cmd == "stats" then
     local ok, t = pcall(self.stats)
-    t = ok and type(t) == "table" and t or {}
+    if not ok or type(t) ~= "table" then
+      local why = "stats: " .. (ok and "the stats function gave no table" or tostring(t))
+      self.log(why)
+      return reply(ch, { ok = false, phase = "control", reason = why })
+    end
     t.ok, t.pid, t.generation = true, fdpass.getpid(), self.up.generation
     return reply(ch, t)
   end

@@ -11,6 +11,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 #include <lualib.h>
+#include <stdint.h>
 #include "binding.h"
 
 typedef struct { int fd; } lfd;
@@ -105,11 +106,11 @@ int check_fd(lua_State *L, int idx)
                                                             ? SERVER_MT : CHANNEL_MT);
             return fd;
         }
-        if ((p = luaL_testudata(L, idx, LUA_FILEHANDLE))) {
-            luaL_Stream *s = p;
-            if (!s->closef)
+        FILE *f;
+        if (compat_tofile(L, idx, &f)) {
+            if (!f)
                 luaL_error(L, "attempt to use a closed file");
-            return fileno(s->f);
+            return fileno(f);
         }
     } /* fall through: a foreign object */
     /* FALLTHROUGH */
@@ -239,13 +240,6 @@ static int fd_info(lua_State *L)
     return push_info(L, open_lfd(L, 1));
 }
 
-static int io_fclose(lua_State *L)
-{
-    luaL_Stream *s = luaL_checkudata(L, 1, LUA_FILEHANDLE);
-    errno = 0;
-    return luaL_fileresult(L, fclose(s->f) == 0, NULL);
-}
-
 /* The descriptor becomes a Lua io file, which owns it from now on. */
 static int fd_file(lua_State *L)
 {
@@ -255,13 +249,13 @@ static int fd_file(lua_State *L)
     size_t ml = mode[0] && strchr("rwa", mode[0]) ? 1 : 0;
     ml += ml && mode[ml] == '+';
     luaL_argcheck(L, ml && strspn(mode + ml, "b") == strlen(mode + ml), 2, "invalid mode");
-    luaL_Stream *s = compat_newuserdata(L, sizeof *s);
-    s->closef = NULL; /* a closed file until fdopen succeeds */
-    luaL_setmetatable(L, LUA_FILEHANDLE);
-    s->f = fdopen(fd, mode);
-    if (!s->f)
-        return luaL_fileresult(L, 0, "file");
-    s->closef = io_fclose;
+    if (!compat_newfile(L))
+        return push_error(L, "file", -errno, NULL);
+    FILE *f = fdopen(fd, mode);
+    int err = errno;
+    compat_setfile(L, -1, f);
+    if (!f)
+        return push_error(L, "file", -err, NULL);
     check_lfd(L, 1)->fd = -1;
     return 1;
 }
