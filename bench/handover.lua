@@ -15,7 +15,7 @@ fdpass.nofile(select(2, fdpass.nofile()))
 
 local function hwm_kb()
   local f = assert(io.open("/proc/self/status"))
-  local kb = tonumber(f:read("a"):match("VmHWM:%s*(%d+)"))
+  local kb = tonumber(f:read("*a"):match("VmHWM:%s*(%d+)"))
   f:close()
   return kb
 end
@@ -67,7 +67,7 @@ local new = up:new_process()
 local how = new:wait(60)
 assert(how == "exit", "the new copy did not finish")
 local f = assert(io.open(report))
-local line = f:read("a")
+local line = f:read("*a")
 f:close()
 os.remove(report)
 local last_at, new_hwm = line:match("last_at=([%d.]+) hwm_kb=(%d+)")

@@ -17,7 +17,7 @@ while true do
   if #held == want then last_at = fdpass.monotonic() end
 end
 local f = assert(io.open("/proc/self/status"))
-local hwm = tonumber(f:read("a"):match("VmHWM:%s*(%d+)"))
+local hwm = tonumber(f:read("*a"):match("VmHWM:%s*(%d+)"))
 f:close()
 local out = assert(io.open(arg[2], "w"))
 out:write(("last_at=%.6f hwm_kb=%d held=%d\n"):format(last_at or 0, hwm, #held))

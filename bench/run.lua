@@ -16,12 +16,16 @@ local OUT = os.getenv("BENCH_OUT") or "bench"
 
 local function sh(cmd) -- first line of output, or nil
   local p = io.popen(cmd .. " 2>/dev/null")
-  local out = p:read("l")
+  local out = p:read("*l")
   p:close()
   return out
 end
 
-local function ok(cmd) return os.execute(cmd .. " >/dev/null 2>&1") == true end
+-- 5.2+ gives true for exit 0; 5.1 and LuaJIT the wait status, 0 then
+local function ok(cmd)
+  local r = os.execute(cmd .. " >/dev/null 2>&1")
+  return r == true or r == 0
+end
 
 local WORKS = {
   { id = "1", label = "1 fd per message", nfds = 1 },
@@ -70,9 +74,14 @@ end
 local function measure(c, w)
   local r = results[c.id][w.id]
   if r.err then return end
-  local p = io.popen(("timeout 60 %s %s %s 2>&1"):format(c.cmd, w.id, SECS))
-  local out = p:read("a")
-  local okay = p:close()
+  -- the shell prints the exit status: close() of an io.popen file gives it
+  -- on 5.2+ only
+  local p = io.popen(("timeout 60 %s %s %s 2>&1; printf '\\n#exit %%s\\n' $?"):format(c.cmd, w.id, SECS))
+  local all = p:read("*a")
+  p:close()
+  local out, status = all:match("^(.-)\n#exit (%d+)\n$")
+  local okay = status == "0"
+  out = out or all
   local msgs, fds, secs = out:match("(%d+) (%d+) ([%d.]+)%s*$")
   if not okay or not msgs then
     r.err = (out:match("([^\n]+)\n?$") or "failed"):sub(1, 80)
@@ -102,7 +111,7 @@ local function measure_handover()
   local runs = {}
   for _ = 1, RUNS do
     local p = assert(io.popen(LUA .. " bench/handover.lua 10000 1048576 2>&1"))
-    local out = p:read("a")
+    local out = p:read("*a")
     p:close()
     local r = {}
     for k, v in out:gmatch("([%w_]+)=([%d.]+)") do r[k] = tonumber(v) end
@@ -223,7 +232,7 @@ end
 
 local notes = ""
 local nf = io.open("bench/NOTES.md")
-if nf then notes = nf:read("a"); nf:close() end
+if nf then notes = nf:read("*a"); nf:close() end
 local md = io.open(OUT .. "/RESULTS.md", "w")
 md:write("# fdpass benchmark results\n\n",
   "Written by `make bench` (bench/run.lua). Every contender does the same work in one\n",

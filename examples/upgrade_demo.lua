@@ -88,7 +88,7 @@ local line = table.concat(summary)
 local n = {}
 for k, v in line:gmatch("(%w+)=(%d+)") do n[k] = tonumber(v) end
 table.sort(times)
-local median = times[math.max(1, (#times + 1) // 2)] or 0
+local median = times[math.max(1, math.floor((#times + 1) / 2))] or 0
 -- The server's own descriptors, less one per client connection.
 local held_start, held_end = at_start.fdcount - at_start.conns, at_end.fdcount - at_end.conns
 print(("\nrequests: sent %d, answered %d, failed %d, reset %d, refused %d (%d under way at the stop)")

@@ -34,7 +34,7 @@ local function binary(n)
   local t = {}
   for i = 0, 255 do t[#t + 1] = string.char(i) end
   local block = table.concat(t) .. "\0\0\0end\0"
-  return block:rep(n // #block + 1):sub(1, n)
+  return block:rep(math.floor(n / #block) + 1):sub(1, n)
 end
 
 -- In one process: sends with timeout 0 and, while the kernel buffer is
@@ -221,16 +221,16 @@ for _, kind in ipairs(KINDS) do
     local _, fds = b:recv(2)
     lu.assertEquals(#fds, 4)
     local f1 = fds[1]:file("r")
-    lu.assertEquals(f1:read("a"), "io file")
+    lu.assertEquals(f1:read("*a"), "io file")
     f1:close()
     lu.assertEquals(fds[2]:info().socktype, kind)
     local ch = fdpass.channel(fds[2]) -- the received end works as c did
     assert(ch:send("via copy"))
     lu.assertEquals((d:recv(2)), "via copy")
     local f3, f4 = fds[3]:file("r"), fds[4]:file("r")
-    lu.assertEquals(f3:read("l"), "file 1")
+    lu.assertEquals(f3:read("*l"), "file 1")
     f4:seek("set", 0) -- the same open file as the third: it has moved on
-    lu.assertEquals(f4:read("l"), "file 1")
+    lu.assertEquals(f4:read("*l"), "file 1")
     f3:close()
     f4:close()
     -- the sender's objects are untouched
@@ -310,7 +310,7 @@ for _, kind in ipairs(KINDS) do
         if not data then io.stderr:write(fds, "\n") os.exit(2) end
         local parts = { #data, data:sub(1, 8):byte(1, -1) }
         for _, fd in ipairs(fds) do
-          local fh = fd:file("r"); parts[#parts + 1] = fh:read("l"); fh:close()
+          local fh = fd:file("r"); parts[#parts + 1] = fh:read("*l"); fh:close()
         end
         assert(ch:send(table.concat(parts, ",")))
       end
@@ -379,7 +379,7 @@ for _, kind in ipairs(KINDS) do
     -- in the middle of a message: ETRUNC, as for any close there
     a, b = pair()
     local f = H.fds(2)
-    assert(b:sendmsg(("FDPS" .. string.pack("<BBI2I4I4I4", 1, 1, 2, 1, 2, 2)) .. "x", f))
+    assert(b:sendmsg(("FDPS" .. H.header_fields(1, 1, 2, 1, 2, 2)) .. "x", f))
     H.close_all(f)
     assert(a:send("never read"))
     b:close()
@@ -449,7 +449,7 @@ for _, kind in ipairs(KINDS) do
     -- a FIFO opened read-write is a pipe we hold both ends of
     local name = os.tmpname()
     os.remove(name)
-    assert(os.execute("mkfifo -m 0600 '" .. name .. "'"))
+    assert(H.execute("mkfifo -m 0600 '" .. name .. "'"))
     local fifo = assert(io.open(name, "r+"))
     os.remove(name)
     local a, proc = H.peer([[
@@ -476,7 +476,7 @@ for _, kind in ipairs(KINDS) do
       local data, fds = assert(ch:recv(10))
       local parts = {}
       for i, fd in ipairs(fds) do
-        local f = fd:file("r"); parts[i] = f:read("l"); f:close()
+        local f = fd:file("r"); parts[i] = f:read("*l"); f:close()
       end
       assert(ch:send(data .. "|" .. table.concat(parts, ","), nil, 10))
       local mine = {}
@@ -559,7 +559,7 @@ for _, kind in ipairs(KINDS) do
     -- then only 10 of the bytes, and exits
     local a, proc = H.peer([[
       local f = assert(io.open("/dev/null"))
-      local head = "FDPS" .. string.pack("<BBI2I4I4I4", 1, 0, 1, 100, 100, 1)
+      local head = "FDPS" .. require("helpers").header_fields(1, 0, 1, 100, 100, 1)
       local n = assert(ch:sendmsg(head .. ("z"):rep(10), { f }, 5))
       os.exit(n == 30 and 0 or 5)
     ]], kind)
@@ -578,7 +578,7 @@ for _, kind in ipairs(KINDS) do
     -- a first record that says more follow, then the peer is gone
     local a, proc = H.peer([[
       local f = assert(io.open("/dev/null"))
-      local head = "FDPS" .. string.pack("<BBI2I4I4I4", 1, 1, 1, 5, 10, 2)
+      local head = "FDPS" .. require("helpers").header_fields(1, 1, 1, 5, 10, 2)
       assert(ch:sendmsg(head .. "hello", { f }, 5))
       os.exit(0)
     ]], kind)

@@ -5,7 +5,7 @@ local fdpass = require "fdpass"
 
 local function read(path)
   local f = assert(io.open(path))
-  local s = f:read("a")
+  local s = f:read("*a")
   f:close()
   return s
 end

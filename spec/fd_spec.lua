@@ -28,6 +28,36 @@ local function assert_raises(pattern, fn, ...)
   lu.assertStrMatches(tostring(err), ".*" .. pattern .. ".*")
 end
 
+-- <close> is Lua 5.4 syntax, compiled there only (H.lua54); elsewhere the
+-- tests that use it skip.
+local CLOSE_AT_SCOPE_END = H.lua54([[
+  local lu, H, fdpass, assert_ebadf, assert_raises = ...
+  local outer, n
+  do
+    local f <close> = H.tempfile("abc")
+    outer, n = f, f:fileno()
+    lu.assertEquals(fdpass.info(n).kind, "file")
+  end
+  -- closed by the scope, not by the collector: outer still references it
+  assert_ebadf(n)
+  lu.assertEquals(tostring(outer), "fdpass.fd (closed)")
+  assert_raises("closed", outer.fileno, outer)
+]], "fd_spec.lua: <close> at scope end")
+
+local CLOSE_ON_ERROR = H.lua54([[
+  local lu, H, fdpass, assert_ebadf = ...
+  local n, outer
+  local ok, err = pcall(function()
+    local f <close> = H.tempfile("abc")
+    n, outer = f:fileno(), f
+    error("boom", 0)
+  end)
+  lu.assertFalse(ok)
+  lu.assertEquals(err, "boom")
+  assert_ebadf(n)
+  lu.assertEquals(tostring(outer), "fdpass.fd (closed)")
+]], "fd_spec.lua: <close> on error")
+
 TestFd = H.suite {
   -- ownership ---------------------------------------------------------------
 
@@ -45,29 +75,11 @@ TestFd = H.suite {
   end,
 
   test_close_variable_closes_at_scope_end = function()
-    local outer, n
-    do
-      local f <close> = H.tempfile("abc")
-      outer, n = f, f:fileno()
-      lu.assertEquals(fdpass.info(n).kind, "file")
-    end
-    -- closed by the scope, not by the collector: outer still references it
-    assert_ebadf(n)
-    lu.assertEquals(tostring(outer), "fdpass.fd (closed)")
-    assert_raises("closed", outer.fileno, outer)
+    H.run54(CLOSE_AT_SCOPE_END, lu, H, fdpass, assert_ebadf, assert_raises)
   end,
 
   test_close_variable_closes_on_error = function()
-    local n, outer
-    local ok, err = pcall(function()
-      local f <close> = H.tempfile("abc")
-      n, outer = f:fileno(), f
-      error("boom", 0)
-    end)
-    lu.assertFalse(ok)
-    lu.assertEquals(err, "boom")
-    assert_ebadf(n)
-    lu.assertEquals(tostring(outer), "fdpass.fd (closed)")
+    H.run54(CLOSE_ON_ERROR, lu, H, fdpass, assert_ebadf)
   end,
 
   test_detach_leaves_descriptor_open = function()
@@ -75,7 +87,7 @@ TestFd = H.suite {
     local n = f:fileno()
     local m = f:detach()
     lu.assertEquals(m, n)
-    lu.assertEquals(math.type(m), "integer")
+    lu.assertTrue(H.is_integer(m), "not an integer: " .. tostring(m))
     lu.assertEquals(tostring(f), "fdpass.fd (closed)")
     assert_raises("closed", f.fileno, f)
     assert_raises("closed", f.detach, f)
@@ -237,8 +249,8 @@ TestFd = H.suite {
     lu.assertEquals(io.type(h), "file")
     assert_raises("closed fdpass.fd", f.fileno, f) -- the io file owns it now
     lu.assertEquals(tostring(f), "fdpass.fd (closed)")
-    lu.assertEquals(h:read("l"), "line one")
-    lu.assertEquals(h:read("a"), "line two\n" .. string.rep("z", 5000))
+    lu.assertEquals(h:read("*l"), "line one")
+    lu.assertEquals(h:read("*a"), "line two\n" .. string.rep("z", 5000))
     lu.assertEquals(h:close(), true)
     assert(ch:send("done", nil, 5))
     H.expect_exit(proc, 0)
@@ -255,7 +267,7 @@ TestFd = H.suite {
     w:write("written through fd:file")
     w:close()
     local r = assert(io.open(name, "r"))
-    lu.assertEquals(r:read("a"), "written through fd:file")
+    lu.assertEquals(r:read("*a"), "written through fd:file")
     r:close()
     os.remove(name)
   end,
@@ -266,7 +278,7 @@ TestFd = H.suite {
     local h, msg, code = f:file("w")
     lu.assertNil(h)
     lu.assertStrContains(msg, "file")
-    lu.assertEquals(code, 22) -- EINVAL, as io functions report it
+    lu.assertEquals(code, "EINVAL") -- a name, like every fdpass failure
     lu.assertEquals(f:fileno(), n) -- still ours, still open
     lu.assertEquals(f:info().kind, "file")
     assert_raises("invalid mode", f.file, f, "x")
@@ -279,7 +291,7 @@ TestFd = H.suite {
     for _, mode in ipairs { "r", "rb" } do
       local f = H.tempfile("m")
       local h = f:file(mode)
-      lu.assertEquals(h:read("a"), "m", mode)
+      lu.assertEquals(h:read("*a"), "m", mode)
       h:close()
     end
     local f = H.tempfile("m")
@@ -316,9 +328,9 @@ TestFd = H.suite {
     local f2 = fdpass.dup(f1)
     lu.assertNotEquals(f2:fileno(), f1:fileno())
     local r1 = f1:file("r")
-    lu.assertEquals(r1:read("a"), "shared offset")
+    lu.assertEquals(r1:read("*a"), "shared offset")
     local r2 = f2:file("r")
-    lu.assertEquals(r2:read("a"), "") -- same offset: at the end
+    lu.assertEquals(r2:read("*a"), "") -- same offset: at the end
     r1:close()
     r2:close()
   end,
@@ -481,7 +493,7 @@ TestFd = H.suite {
     local unix = require "socket.unix"
     local dir = os.tmpname()
     os.remove(dir)
-    assert(os.execute("mkdir -m 0700 " .. dir))
+    assert(H.execute("mkdir -m 0700 " .. dir))
     local path = dir .. "/s"
     local srv = assert(fdpass.listen(path, "stream"))
     local u = unix.stream()

@@ -4,6 +4,18 @@ local lu = require "luaunit"
 local H = require "helpers"
 local fdpass = require "fdpass"
 
+-- <close> is Lua 5.4 syntax, compiled there only (H.lua54): a set held in a
+-- to-be-closed variable is closed when the block ends.
+local CLOSE_SET = H.lua54([[
+  local lu, fdpass, a, b, files, base = ...
+  assert(a:send("m", files))
+  do
+    local _, s <close> = b:recv(2, "set")
+    lu.assertEquals(fdpass.fdcount(), base + 5)
+  end
+  lu.assertEquals(fdpass.fdcount(), base)
+]], "fdset_spec.lua: <close> set")
+
 local function same_file(a, b)
   local ia, ib = fdpass.info(a), fdpass.info(b)
   return ia.path == ib.path and ia.kind == ib.kind
@@ -35,7 +47,7 @@ TestFdSet = H.suite {
     local a, b = assert(fdpass.socketpair("stream"))
     local r, w = assert(fdpass.pipe())
     assert(a:send("m", { w, w }))
-    local _, set = b:recv(2, "set")
+    local _, set = b:recv(2, "set") -- luacheck: ignore 231 (dropped below for the collector)
     local mine = set:take(2)
     lu.assertNil(set[2])
     lu.assertErrorMsgContains("was taken or closed", set.take, set, 2)
@@ -54,18 +66,18 @@ TestFdSet = H.suite {
     collectgarbage()
     local base = fdpass.fdcount()
     assert(a:send("m", files))
-    local _, set = b:recv(2, "set")
+    local _, set = b:recv(2, "set") -- luacheck: ignore 231
     lu.assertEquals(fdpass.fdcount(), base + 5)
-    set = nil -- luacheck: ignore
+    set = nil -- drop the only reference: the collector closes the set
     collectgarbage()
     collectgarbage()
     lu.assertEquals(fdpass.fdcount(), base)
-    assert(a:send("m", files))
-    do
-      local _, s <close> = b:recv(2, "set")
-      lu.assertEquals(fdpass.fdcount(), base + 5)
+    if not CLOSE_SET then -- the collected half ran; the <close> half cannot here
+      H.close_all(files)
+      a:close(); b:close()
+      H.skip(H.NO_CLOSE)
     end
-    lu.assertEquals(fdpass.fdcount(), base)
+    CLOSE_SET(lu, fdpass, a, b, files, base)
     H.close_all(files)
     a:close(); b:close()
   end,

@@ -7,9 +7,109 @@ local fdpass = require "fdpass"
 local H = {}
 H.lua = os.getenv("FDPASS_LUA") or "lua5.4"
 
+-- ---- what differs between Lua 5.1, 5.3, 5.4 and LuaJIT 2.1 ---------------
+-- The specs run unchanged on all four: these stand in for what only some
+-- of them have (string.pack, math.type, table.pack, <close>, os.execute's
+-- exit status).
+
+-- 5.1 and LuaJIT: the global unpack
+local unpack = table.unpack or unpack -- luacheck: read globals table.unpack unpack
+H.unpack = unpack
+
+--- table.pack (5.2+): the values and their count n, nils included.
+function H.pack(...)
+  return { n = select("#", ...), ... }
+end
+
+-- n as `width` bytes, least significant first: string.pack("<I" .. width)
+-- in arithmetic, so the same bytes on every Lua; out of range raises, as
+-- string.pack does.
+local function le(n, width)
+  assert(type(n) == "number" and n >= 0 and n < 256 ^ width and n == math.floor(n),
+    "unsigned " .. width .. "-byte integer out of range: " .. tostring(n))
+  local bytes = {}
+  for i = 1, width do
+    bytes[i] = n % 256
+    n = (n - bytes[i]) / 256
+  end
+  return string.char(unpack(bytes))
+end
+
+--- string.pack("<B", n), ("<I2", n) and ("<I4", n).
+function H.u8(n) return le(n, 1) end
+function H.le16(n) return le(n, 2) end
+function H.le32(n) return le(n, 4) end
+
+--- The bytes of string.pack("<BBI2I4I4I4", ...): a framed record header
+-- after its 4-byte magic (framing.c's layout).
+function H.header_fields(version, flags, nfds, len, total_len, total_fds)
+  return H.u8(version) .. H.u8(flags) .. H.le16(nfds) .. H.le32(len) .. H.le32(total_len) .. H.le32(total_fds)
+end
+
+--- string.unpack("<I" .. width, s, pos): the unsigned little-endian integer
+-- at pos and the position after it; a string too short raises, as
+-- string.unpack does.
+function H.read_le(s, pos, width)
+  assert(#s >= pos + width - 1, "data string too short")
+  local n = 0
+  for i = pos + width - 1, pos, -1 do n = n * 256 + s:byte(i) end
+  return n, pos + width
+end
+
+-- math.type is 5.3+: nil on 5.1 and LuaJIT
+local math_type = math.type -- luacheck: read globals math.type
+--- math.type(v) == "integer" where Lua has integers (5.3+: strict, a float
+-- such as 3.0 is not one); on 5.1 and LuaJIT, where every number is a
+-- double, a number with no fraction within the 2^53 a double holds exactly.
+function H.is_integer(v)
+  if math_type then return math_type(v) == "integer" end
+  return type(v) == "number" and v == math.floor(v) and v >= -2 ^ 53 and v <= 2 ^ 53
+end
+
+--- os.execute(cmd) succeeded, i.e. exited 0: 5.2+ returns true, "exit", 0;
+-- 5.1 and LuaJIT return the wait status, 0 on success (any number is true,
+-- so assert(os.execute(...)) alone would never fail there).
+function H.execute(cmd)
+  local a, how, code = os.execute(cmd)
+  if type(a) == "number" then return a == 0 end
+  return a == true and (how == nil or how == "exit") and (code == nil or code == 0)
+end
+
+--- Why the tests of `<close>` variables skip on older Lua.
+H.NO_CLOSE = "<close> is Lua 5.4 syntax; older Lua closes with fd:close() or __gc"
+
+--- Compiles `src`, a chunk in Lua 5.4 syntax (to-be-closed variables), on
+-- Lua 5.4 only: older Lua cannot even parse it, so it stays in a string
+-- there and this returns nil. The chunk gets what it needs as `...`.
+function H.lua54(src, name)
+  if _VERSION ~= "Lua 5.4" then return nil end
+  return assert(load(src, "=" .. name))
+end
+
+--- Runs a chunk from H.lua54 with the arguments, or, where it could not be
+-- compiled, skips the test (a skip, never a pass).
+function H.run54(chunk, ...)
+  if not chunk then H.skip(H.NO_CLOSE) end
+  return chunk(...)
+end
+
 local function settle()
   collectgarbage()
   collectgarbage()
+end
+
+local current -- the running test of an H.suite: its name, its descriptor count before
+
+--- Skips the running test: a test that skips after running a part (the
+-- rest needs Lua 5.4) is checked for leaks all the same.
+function H.skip(reason)
+  if current then
+    local name, before = current.name, current.before
+    current = nil
+    settle()
+    lu.assertEquals(fdpass.fdcount(), before, "descriptors leaked by " .. name)
+  end
+  lu.skip(reason)
 end
 
 --- A luaunit class whose test_* functions each assert that the process
@@ -27,7 +127,9 @@ function H.suite(tests)
       class[name] = function(...)
         settle()
         local before = fdpass.fdcount()
+        current = { name = name, before = before }
         fn(...)
+        current = nil
         settle()
         lu.assertEquals(fdpass.fdcount(), before, "descriptors leaked by " .. name)
       end
@@ -41,8 +143,13 @@ end
 --- Starts `lua -e code` with `fds` mapped ({[3] = ch, ...}). The code sees
 -- `fdpass` and `arg` (extra args). Its stderr is the test's stderr.
 function H.child(code, fds, args, opts)
-  -- /dev/null stands as the script so that the extra args land in `arg`.
-  local argv = { H.lua, "-e", "fdpass = require 'fdpass'\n" .. code, "/dev/null" }
+  -- /dev/null stands as the script so that the extra args land in `arg`;
+  -- Lua 5.1 makes `arg` only for the script, after -e has run, so the code
+  -- also carries them as literals for when it finds no `arg`.
+  local literal = { '[0] = "/dev/null"' }
+  for _, a in ipairs(args or {}) do literal[#literal + 1] = ("%q"):format(a) end
+  local prelude = "fdpass = require 'fdpass'; arg = arg or { " .. table.concat(literal, ", ") .. " }\n"
+  local argv = { H.lua, "-e", prelude .. code, "/dev/null" }
   for _, a in ipairs(args or {}) do argv[#argv + 1] = a end
   if opts and opts.prefix then -- e.g. { "setpriv", "--reuid=nobody", ... }
     for i = #opts.prefix, 1, -1 do table.insert(argv, 1, opts.prefix[i]) end
@@ -93,7 +200,7 @@ function H.close_all(list)
 end
 
 function H.run()
-  os.exit(lu.LuaUnit.run("-o", "tap", table.unpack(arg or {})))
+  os.exit(lu.LuaUnit.run("-o", "tap", unpack(arg or {})))
 end
 
 -- ---- framed/raw/hostile specs ------------------------------------------
@@ -135,7 +242,7 @@ function H.check_numbered(fds, n, prefix)
   for i, fd in ipairs(fds) do
     lu.assertEquals(getmetatable(fd).__name, "fdpass.fd")
     local f = fd:file("r")
-    local got = f:read("l")
+    local got = f:read("*l") -- "*l": 5.1 knows no "l"
     f:close()
     if got ~= prefix .. i and #bad < 5 then
       bad[#bad + 1] = ("#%d is %q"):format(i, tostring(got))

@@ -8,13 +8,14 @@ local H = require "helpers"
 local fdpass = require "fdpass"
 
 local KINDS = { "seqpacket", "stream" }
-local F_MORE, F_CONT = 1, 2
+local F_MORE, F_CONT = 1, 2 -- bits of their own: flags add up as they would OR
+local unpack = H.unpack
 
 -- A record header; fields default to a single record that carries
 -- everything: hdr{ nfds = 2, len = 5 }.
 local function hdr(t)
   local len, nfds = t.len or 0, t.nfds or 0
-  return (t.magic or "FDPS") .. string.pack("<BBI2I4I4I4", t.version or 1, t.flags or 0,
+  return (t.magic or "FDPS") .. H.header_fields(t.version or 1, t.flags or 0,
     nfds, len, t.total_len or len, t.total_fds or nfds)
 end
 
@@ -78,7 +79,7 @@ for _, kind in ipairs(KINDS) do
     local fds = H.numbered_fds(300)
     local part = {}
     for i = 1, 253 do part[i] = fds[i] end
-    local rest = { table.unpack(fds, 254, 300) }
+    local rest = { unpack(fds, 254, 300) }
     send_raw(a, {
       { hdr { nfds = 2, len = 5 } .. "hello", { fds[1], fds[2] } },
       { hdr { flags = F_MORE, nfds = 253, len = 3, total_len = 6, total_fds = 300 } .. "abc", part },
@@ -129,7 +130,7 @@ for _, kind in ipairs(KINDS) do
   end)
 
   case("record_over_253_fds", "EPROTO", "254 descriptors", function(fds)
-    return { { hdr { nfds = 254, len = 1 } .. "x", { table.unpack(fds, 1, 253) } } }
+    return { { hdr { nfds = 254, len = 1 } .. "x", { unpack(fds, 1, 253) } } }
   end)
 
   case("fewer_fds_than_announced", "EFDCOUNT", "record announced 3 descriptors, 2 arrived", function(fds)
@@ -141,7 +142,7 @@ for _, kind in ipairs(KINDS) do
   end)
 
   case("fds_none_announced", "EFDCOUNT", "record announced 0 descriptors, 253 arrived", function(fds)
-    return { { hdr { len = 2 } .. "ab", { table.unpack(fds, 1, 253) } } }
+    return { { hdr { len = 2 } .. "ab", { unpack(fds, 1, 253) } } }
   end)
 
   case("last_record_short_of_total_fds", "EFDCOUNT", "short of the 5 descriptors it announced", function(fds)
@@ -155,9 +156,9 @@ for _, kind in ipairs(KINDS) do
   case("records_carry_more_than_total", "EPROTO", "more than the message announced", function(fds)
     return {
       { hdr { flags = F_MORE, nfds = 253, len = 1, total_len = 2, total_fds = 300 } .. "a",
-        { table.unpack(fds, 1, 253) } },
-      { hdr { flags = F_CONT | F_MORE, nfds = 253, len = 1, total_len = 2, total_fds = 300 } .. "b",
-        { table.unpack(fds, 1, 253) } },
+        { unpack(fds, 1, 253) } },
+      { hdr { flags = F_CONT + F_MORE, nfds = 253, len = 1, total_len = 2, total_fds = 300 } .. "b",
+        { unpack(fds, 1, 253) } },
     }
   end)
 
@@ -191,7 +192,7 @@ for _, kind in ipairs(KINDS) do
     local fds = H.fds(253)
     local recs = {}
     for i = 1, 20 do -- 5060 descriptors, honestly announced: over 4096
-      recs[i] = { hdr { flags = (i > 1 and F_CONT or 0) | (i < 20 and F_MORE or 0), nfds = 253,
+      recs[i] = { hdr { flags = (i > 1 and F_CONT or 0) + (i < 20 and F_MORE or 0), nfds = 253,
                         len = 1, total_len = 20, total_fds = 5060 } .. "x", fds }
     end
     send_raw(a, recs)
@@ -208,7 +209,7 @@ for _, kind in ipairs(KINDS) do
     local fds = H.fds(253)
     local recs = {}
     for i = 1, 20 do
-      recs[i] = { hdr { flags = (i > 1 and F_CONT or 0) | F_MORE, nfds = 253, len = 1,
+      recs[i] = { hdr { flags = (i > 1 and F_CONT or 0) + F_MORE, nfds = 253, len = 1,
                         total_len = 20, total_fds = 1000 } .. "x", fds }
     end
     send_raw(a, recs)
@@ -224,7 +225,7 @@ for _, kind in ipairs(KINDS) do
     local fds = H.fds(253)
     local recs = {}
     for i = 1, 16 do
-      recs[i] = { hdr { flags = (i > 1 and F_CONT or 0) | (i < 16 and F_MORE or 0), len = 1,
+      recs[i] = { hdr { flags = (i > 1 and F_CONT or 0) + (i < 16 and F_MORE or 0), len = 1,
                         total_len = 16 } .. "x", fds }
     end
     send_raw(a, recs)

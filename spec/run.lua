@@ -7,6 +7,11 @@ local lua = os.getenv("FDPASS_LUA") or "lua5.4"
 local wrap = os.getenv("FDPASS_WRAP") or ""
 local only = os.getenv("SPEC")
 local TIME_LIMIT = 600 -- seconds per spec file: a hung peer must not hang CI
+-- 5.1 and LuaJIT: the global unpack
+local unpack = table.unpack or unpack -- luacheck: read globals table.unpack unpack
+-- The shell prints the command's exit status after its output: close() of
+-- an io.popen file gives the status on 5.2+ only (5.1 and LuaJIT: true).
+local EXIT_MARK = "#fdpass-run-exit "
 
 local function list_specs()
   local files = {}
@@ -27,12 +32,21 @@ local function run(file)
   else
     cmd = string.format("timeout %d env %s %s %s 2>&1", TIME_LIMIT, os.getenv("FDPASS_CTEST_ENV") or "", wrap, file)
   end
+  -- the newline first: output that does not end in one cannot hide the mark
+  cmd = string.format("%s; printf '\\n%s%%s\\n' $?", cmd, EXIT_MARK)
   local planned, seen, passed, failed, skipped = nil, 0, 0, 0, 0
   local last_failure
   local out = {}
+  local status
   local p = assert(io.popen(cmd))
   for line in p:lines() do
-    out[#out + 1] = line
+    if line:sub(1, #EXIT_MARK) == EXIT_MARK then
+      status = tonumber(line:sub(#EXIT_MARK + 1))
+      if out[#out] == "" then out[#out] = nil end -- the mark's own newline
+      line = ""
+    else
+      out[#out + 1] = line
+    end
     local n = line:match("^1%.%.(%d+)")
     if n then planned = tonumber(n) end
     if line:match("^ok%s+%d+%s+# SKIP") then
@@ -48,17 +62,19 @@ local function run(file)
       if #l < 12 then l[#l + 1] = line end
     end
   end
-  local ok, how, code = p:close()
+  p:close()
   local problem
   if not planned or seen < planned then
-    problem = string.format("stopped after %d of %s tests", seen, planned or "?")
+    problem = string.format("stopped after %d of %s tests (exit status %s)", seen, planned or "?",
+      tostring(status))
     failed = failed + math.max(1, (planned or 0) - seen)
-  elseif not ok and failed == 0 then
-    problem = string.format("exited with %s %s though every test passed", how, code)
+  elseif status ~= 0 and failed == 0 then
+    -- 124: the time limit; above 128: a signal (128 + its number)
+    problem = string.format("exited with status %s though every test passed", tostring(status))
     failed = failed + 1
   end
   if problem then
-    failures[#failures + 1] = { file = file, name = problem, lines = { table.unpack(out, math.max(1, #out - 15)) } }
+    failures[#failures + 1] = { file = file, name = problem, lines = { unpack(out, math.max(1, #out - 15)) } }
   end
   totals.passed, totals.failed, totals.skipped =
     totals.passed + passed, totals.failed + failed, totals.skipped + skipped

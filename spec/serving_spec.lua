@@ -132,9 +132,9 @@ TestServing = H.suite {
     local base = stats().fdcount
     local payloads = {
       "not fdpass at all",
-      "FDPS\9\0\0\0" .. string.pack("<I4I4I4", 4, 4, 0) .. "abcd",        -- version 9
-      "FDPS\1\0\0\0" .. string.pack("<I4I4I4", 4, 1 << 30, 0) .. "abcd",  -- 1 GiB announced
-      "FDPS\1\0\0\0" .. string.pack("<I4I4I4", 3, 3, 0) .. "\xfd\1\9",     -- undecodable value
+      "FDPS\9\0\0\0" .. H.le32(4) .. H.le32(4) .. H.le32(0) .. "abcd",          -- version 9
+      "FDPS\1\0\0\0" .. H.le32(4) .. H.le32(1073741824) .. H.le32(0) .. "abcd", -- 1 GiB (2^30) announced
+      "FDPS\1\0\0\0" .. H.le32(3) .. H.le32(3) .. H.le32(0) .. "\253\1\9",      -- undecodable value
     }
     for _, p in ipairs(payloads) do
       local ch = assert(fdpass.connect(control, 2))
@@ -159,7 +159,7 @@ TestServing = H.suite {
   end,
 
   test_another_uid_is_refused_on_the_control_socket = function()
-    if fdpass.getpid() and io.popen("id -u"):read("l") ~= "0" then
+    if fdpass.getpid() and io.popen("id -u"):read("*l") ~= "0" then
       lu.skip("needs root to run a peer as nobody")
     end
     local code = ([[

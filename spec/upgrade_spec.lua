@@ -123,10 +123,10 @@ end
 local function with_nofile(n, fn)
   local soft, hard = fdpass.nofile()
   assert(fdpass.nofile(math.min(hard, math.max(soft, n))))
-  local res = table.pack(pcall(fn))
+  local res = H.pack(pcall(fn))
   fdpass.nofile(soft)
   if not res[1] then error(res[2], 0) end
-  return table.unpack(res, 2, res.n)
+  return H.unpack(res, 2, res.n)
 end
 
 -- ---- this process as the old side, by hand --------------------------------------
@@ -387,7 +387,7 @@ T.test_unknown_version_refused_phase_hello = function()
     local s = fdpass.signals { "TERM" }
     send { t = "HELLO", versions = { 99 }, pid = fdpass.getpid() }
     local m = recv()
-    io.stderr:write(("received %s: %s\n"):format(m and m.t, m and m.reason))
+    io.stderr:write(("received %s: %s\n"):format(tostring(m and m.t), tostring(m and m.reason)))
     os.exit(0)
   ]])
   local reason, tail = assert_upgrade_fails(up, "hello", "no common protocol version")
@@ -633,7 +633,7 @@ end
 local function gone_or_zombie(pid)
   local f = io.open("/proc/" .. pid .. "/stat")
   if not f then return true end
-  local stat = f:read("a")
+  local stat = f:read("*a")
   f:close()
   return stat:match("^%d+ %b() (%u)") == "Z"
 end

@@ -36,7 +36,7 @@ local function describe(got)
   report("hook_fds", fdpass.fdcount() - base)
   report("claimed_fds", n)
   report("claimed", names(claimed))
-  report("unclaimed", names({ table.unpack(got.unclaimed) }))
+  report("unclaimed", names({ (table.unpack or unpack)(got.unclaimed) })) -- luacheck: read globals table.unpack unpack
   report("state", type(got.state) == "table" and got.state.served)
 end
 

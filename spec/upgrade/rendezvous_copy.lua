@@ -22,7 +22,7 @@ local STRANGER = [[
   os.exit(data and 1 or 0)
 ]]
 local strangers = { { "same-uid-other-pid", { lua, "-e", STRANGER } } }
-if io.popen("id -u"):read("l") == "0" then
+if io.popen("id -u"):read("*l") == "0" then
   table.insert(strangers, 1, { "other-uid", { "setpriv", "--reuid=nobody", "--regid=nogroup",
     "--clear-groups", lua, "-e", STRANGER } })
 end

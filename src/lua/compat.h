@@ -52,7 +52,9 @@ static inline lua_Integer compat_tointegerx(lua_State *L, int idx, int *isint)
 {
     int ok = lua_type(L, idx) == LUA_TNUMBER;
     lua_Number n = ok ? lua_tonumber(L, idx) : 0;
-    ok = ok && n == floor(n) && n >= -9223372036854775808.0 && n < 9223372036854775808.0;
+    /* -0.0 stays a float, so that the codec keeps its sign */
+    ok = ok && n == floor(n) && n >= -9223372036854775808.0 && n < 9223372036854775808.0 &&
+         !(n == 0 && signbit(n));
     if (isint)
         *isint = ok;
     return ok ? (lua_Integer)n : 0;
