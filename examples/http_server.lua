@@ -10,6 +10,7 @@
 -- "served" unless HTTP_SERVER_CONFIG names a file that says otherwise).
 local fdpass = require "fdpass"
 local upgrade = require "fdpass.upgrade"
+local systemd = require "fdpass.systemd"
 
 local port, control_addr, pidfile = tonumber(arg[1]), arg[2], arg[3]
 assert(port and control_addr, "usage: http_server.lua PORT CONTROL_ADDR [PIDFILE]")
@@ -24,7 +25,7 @@ local function load_config()
   if not path then return { greeting = "served" } end
   local f, err = io.open(path)
   if not f then return nil, "config: " .. err end
-  local text = f:read("a")
+  local text = f:read("*a")
   f:close()
   local greeting = text:match("^%s*greeting%s*=%s*(%S+)%s*$")
   if not greeting then return nil, "config: " .. path .. ": expected one line 'greeting = word'" end
@@ -52,10 +53,23 @@ local inherited = up:start {
 }
 if not inherited then
   assert(config, config_err)
-  listener = assert(fdpass.tcp_listen("127.0.0.1", port))
-  local server = assert(fdpass.listen(control_addr))
-  control = fdpass.dup(server) -- one kind of object whether made or inherited
-  server:close()
+  -- Under systemd's socket activation (FileDescriptorName=http, and
+  -- optionally control) the sockets are systemd's; otherwise our own.
+  local _, activated = assert(systemd.listen_fds())
+  if activated.http then
+    listener = activated.http[1]
+    listener:nonblock(true) -- the accept loop drains the queue without blocking
+  else
+    listener = assert(fdpass.tcp_listen("127.0.0.1", port))
+  end
+  if activated.control then
+    control = activated.control[1]
+  else
+    local server = assert(fdpass.listen(control_addr))
+    control = fdpass.dup(server) -- one kind of object whether made or inherited
+    server:close()
+  end
+  systemd.ready() -- false, and nothing sent, outside systemd
 end
 up:listener("http", listener)
 up:listener("control", control)
@@ -124,13 +138,13 @@ local function stats()
   for _ in pairs(conns) do n = n + 1 end
   collectgarbage() -- count what is held, not what waits for the collector
   local status = io.open("/proc/self/status")
-  local rss = status and tonumber(status:read("a"):match("VmRSS:%s*(%d+)")) or 0
+  local rss = status and tonumber(status:read("*a"):match("VmRSS:%s*(%d+)")) or 0
   if status then status:close() end
   return { served = served, conns = n, fdcount = fdpass.fdcount(), rss_kb = rss,
     lua_kb = collectgarbage("count"), port = tonumber(listener:info().addr:match(":(%d+)$")) }
 end
 -- The control socket and the upgrades it asks for, run from this loop.
-local ctl = up:controller { listener = control, stats = stats, log = log }
+local ctl = assert(up:controller { listener = control, stats = stats, log = log })
 
 -- ---- the loop -------------------------------------------------------------------
 

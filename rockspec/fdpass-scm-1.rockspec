@@ -15,19 +15,22 @@ description = {
   labels = { "unix", "socket", "fd", "scm_rights", "upgrade" },
 }
 supported_platforms = { "linux" }
-dependencies = { "lua >= 5.4, < 5.5" }
+dependencies = { "lua >= 5.1, < 5.5" } -- 5.1 (and LuaJIT), 5.3, 5.4
 build = {
   type = "builtin",
   modules = {
     fdpass = "lua/fdpass.lua",
     ["fdpass.upgrade"] = "lua/fdpass/upgrade.lua",
+    ["fdpass.systemd"] = "lua/fdpass/systemd.lua",
     ["fdpass.core"] = {
-      -- the binding carries libfdpass inside it: nothing else to install
+      -- the binding carries libfdpass inside it: nothing else to install.
+      -- Every src/lua/*.c and src/lib/*.c, as the Makefile builds it:
+      -- `make lint` (tools/install-parity.sh) fails when one is missing.
       sources = {
         "src/lua/core.c", "src/lua/fd.c", "src/lua/channel.c", "src/lua/process.c",
-        "src/lua/netio.c", "src/lua/codec.c",
-        "src/lib/deadline.c", "src/lib/errors.c", "src/lib/fdinfo.c", "src/lib/framing.c",
-        "src/lib/rawmsg.c", "src/lib/sockets.c", "src/lib/spawn.c",
+        "src/lua/netio.c", "src/lua/codec.c", "src/lua/dgram.c", "src/lua/environ.c",
+        "src/lib/deadline.c", "src/lib/dgram.c", "src/lib/errors.c", "src/lib/fdinfo.c",
+        "src/lib/framing.c", "src/lib/rawmsg.c", "src/lib/sockets.c", "src/lib/spawn.c",
       },
       incdirs = { "src/lib", "src/lua" },
     },

@@ -11,6 +11,7 @@
 -- `up:handoff()`, and `up:finish()`es. docs/UPGRADE.md has the protocol.
 -- @module fdpass.upgrade
 local fdpass = require "fdpass"
+local systemd = require "fdpass.systemd"
 
 local PROTOCOL_VERSIONS = { 1 } -- what this side speaks, newest last
 local ENV_FD, ENV_GEN = "FDPASS_UPGRADE_FD", "FDPASS_UPGRADE_GENERATION"
@@ -31,7 +32,7 @@ Upgrader.__index = Upgrader
 
 -- os.clock is CPU time and os.time whole seconds: deadlines need this.
 local now = fdpass.monotonic
-local unpack = table.unpack or unpack -- 5.1 and LuaJIT have the global
+local unpack = table.unpack or unpack -- luacheck: read globals table.unpack unpack (5.1 and LuaJIT have the global)
 
 --- Creates the upgrader of this process.
 -- @tparam[opt] table opts
@@ -42,7 +43,9 @@ local unpack = table.unpack or unpack -- 5.1 and LuaJIT have the global
 --   `max_state` (bytes, 64 MiB) and `max_fds` (100000) that a new copy accepts;
 --   `log` a function(message); `rendezvous = true` to meet the new copy on
 --   an abstract socket (pid, uid and a random token checked) instead of
---   handing it descriptor 3.
+--   handing it descriptor 3; `systemd` (default true: notify when
+--   NOTIFY_SOCKET is set; false: never; `{fdstore = true}`: also put every
+--   listener in systemd's descriptor store), see "under systemd" below.
 function M.new(opts)
   opts = opts or {}
   local self = setmetatable({}, Upgrader)
@@ -58,10 +61,11 @@ function M.new(opts)
   self.listeners = {} -- { {name=, obj=} }: what a new copy inherits
   self.state_fn = function() return nil end
   self.generation = tonumber(os.getenv(ENV_GEN) or "") or 1
+  self.systemd = opts.systemd ~= false and (type(opts.systemd) == "table" and opts.systemd or {})
   return self
 end
 
---- The command line that started this script: `arg[-n] .. arg[#arg]`.
+--- The command line that started this script, `arg[-n]` to `arg[#arg]`.
 function M.default_argv()
   local argv, i = {}, -1
   while arg and arg[i - 1] do i = i - 1 end
@@ -79,6 +83,7 @@ function Upgrader:listener(name, obj)
   assert(type(name) == "string", "listener name must be a string")
   fdpass.info(obj) -- raises now, not in the middle of an upgrade, if obj is no descriptor
   self.listeners[#self.listeners + 1] = { name = name, obj = obj }
+  if self.systemd and self.systemd.fdstore then self:sd_notify("fdstore", name, obj) end
 end
 
 --- Sets the function that returns the state handed to a new copy: any value
@@ -181,6 +186,7 @@ function Upgrader:start(hooks)
       :format(fdpass.getpid(), tostring(ok and why or inherited_or_err)))
     os.exit(1, true)
   end
+  self:sd_notify("ready")
   return inherited_or_err
 end
 
@@ -267,8 +273,8 @@ function Upgrader:incoming()
   return self.from_old
 end
 
---- The next live connection from the old process: `{ name =, fd =,
--- buffered = bytes it had read but not handled, meta = ... }`, or "done"
+--- The next live connection from the old process: a table of `name`,
+-- `fd`, `buffered` (bytes it had read but not handled) and `meta`, or "done"
 -- when no more will come; `nil, msg, "EAGAIN"` when none is there yet.
 function Upgrader:receive(timeout)
   local queued = self.queued_conns
@@ -335,6 +341,7 @@ function Upgrader:begin()
     lock = l
   end
   self.running = true
+  self:sd_notify("reloading")
   local task = setmetatable({ up = self, lock = lock, waiting = {}, waiting_out = {}, wake = math.huge,
     tail = "" }, Task)
   task.co = coroutine.create(function() return task:run() end)
@@ -362,6 +369,7 @@ function Task:step()
   if coroutine.status(self.co) == "dead" then
     self.result = { a, b, c, d }
     self.up.running = false
+    if a then self.up:sd_notify("committed", b) else self.up:sd_notify("ready") end
     if self.lock then self.lock:close() end
     return a, b, c, d
   end
@@ -500,9 +508,9 @@ function Task:run()
     if not rendezvous then w:close(); return fail(lerr, lcode) end
     env[ENV_ADDR], env[ENV_TOKEN] = rendezvous:address(), token
   else
-    local serr2, scode2
-    mine, theirs, serr2, scode2 = fdpass.socketpair()
-    if not mine then w:close(); return fail(theirs, serr2) end
+    local scode
+    mine, theirs, scode = fdpass.socketpair()
+    if not mine then w:close(); return fail(theirs, scode) end
     env[ENV_FD], fds[3] = "3", theirs
   end
   local proc, err = fdpass.spawn(up.argv, { fds = fds, setenv = env })
@@ -611,8 +619,8 @@ function Upgrader:handoff(name, conn, buffered, meta, timeout)
     { conn }, timeout or self.timeouts.handover)
 end
 
---- Hands many live connections over in one message (any number: the
--- framing splits it): `list` = `{ {name =, conn =, buffered =, meta =}, ... }`,
+--- Hands many live connections over in one message, any number (the
+-- framing splits it). `list` = `{ {name =, conn =, buffered =, meta =}, ... }`,
 -- each at a request boundary. What 10,000 connections need to move in a
 -- few milliseconds rather than one message each.
 function Upgrader:handoff_all(list, timeout)
@@ -660,9 +668,10 @@ Controller.__index = Controller
 --   `step` returns "committed" once an upgrade succeeded: the app then
 --   stops accepting and hands its connections over.
 function Upgrader:controller(opts)
-  local uid = nil
-  do
-    local a, b = fdpass.socketpair()
+  local uid
+  do -- our own uid as the kernel reports it to a peer (SO_PEERCRED)
+    local a, b, code = fdpass.socketpair()
+    if not a then return nil, "controller: " .. b, code end
     uid = select(2, a:peercred())
     a:close(); b:close()
   end
@@ -798,6 +807,54 @@ function Controller:step(readable, writable)
   return result
 end
 
+-- ---- under systemd ------------------------------------------------------------
+-- With NOTIFY_SOCKET set (and `systemd` not false), an upgrade tells the
+-- service manager what happens, so that a unit of Type=notify-reload (or
+-- notify) sees it as a reload and then supervises the new copy:
+--   old copy, at begin():        RELOADING=1, MONOTONIC_USEC=now
+--   old copy, once COMMITTED:    MAINPID=<new pid> and READY=1, one datagram
+--   old copy, after a rollback:  READY=1 (the reload is over; it still serves)
+--   new copy, when start() took over: READY=1
+-- MAINPID and READY go together from the old copy because it is still the
+-- main process when it sends them: with the default NotifyAccess=main,
+-- systemd accepts only the main process's messages, and reads MAINPID=
+-- before READY=1 in one datagram. The new copy's own READY=1 may reach
+-- systemd before that datagram does; NotifyAccess=main then drops it with
+-- a warning in the journal, harmlessly (NotifyAccess=all accepts it).
+-- The old copy sends nothing after the commit (not STOPPING=1: it would
+-- stop the service it just handed over). The new copy is a child of the
+-- old one, so it is in the unit's cgroup, which systemd requires of a main
+-- pid. Notifications never block the serving loop (timeout 0); one that
+-- cannot be sent is logged, and the upgrade goes on.
+
+local NO_WAIT = { timeout = 0 }
+local SD = {
+  ready = function() return systemd.ready(nil, NO_WAIT) end,
+  reloading = function() return systemd.reloading(nil, NO_WAIT) end,
+  committed = function(pid) return systemd.mainpid(pid, { ready = true, timeout = 0 }) end,
+  fdstore = function(name, obj) return systemd.fdstore(name, obj, NO_WAIT) end,
+}
+
+function Upgrader:sd_notify(what, a, b)
+  if not self.systemd then return end
+  local ok, err = SD[what](a, b)
+  if ok == nil then self.log("systemd " .. what .. ": " .. tostring(err)) end
+end
+
+--- Socket activation on a fresh start: takes the descriptors systemd
+-- passed (`fdpass.systemd.listen_fds(opts)`) and offers each to every new
+-- copy under its name (FileDescriptorName= in the .socket unit, or
+-- FDNAME= from the descriptor store). Returns `name -> { fd, ... }`, the
+-- shape of `inherited.listeners`; empty when systemd passed nothing (or
+-- in a copy an upgrade started: its listeners come from the old one);
+-- `nil, msg, code` when the environment is malformed.
+function Upgrader:systemd_listeners(opts)
+  local list, by_name, code = systemd.listen_fds(opts)
+  if not list then return nil, by_name, code end
+  for _, e in ipairs(list) do self:listener(e.name, e.fd) end
+  return by_name
+end
+
 -- ---- the control socket's client -----------------------------------------------
 
 --- Asks a server's control socket for `cmd` ("upgrade", "stats") and waits
@@ -815,9 +872,9 @@ function M.request(addr, cmd, timeout)
   local data, rerr, rcode = ch:recv(timeout or 120)
   ch:close()
   if not data then return nil, rerr, rcode end
-  local reply, derr = fdpass.decode(data)
-  if type(reply) ~= "table" then return nil, "request: " .. tostring(derr), "EPROTO" end
-  return reply
+  local answer, derr = fdpass.decode(data)
+  if type(answer) ~= "table" then return nil, "request: " .. tostring(derr), "EPROTO" end
+  return answer
 end
 
 return M

@@ -137,6 +137,40 @@ FDPASS_API int fdpass_connect(const char *addr, int type, int timeout_ms);
 
 FDPASS_API int fdpass_peercred(int sock, pid_t *pid, uid_t *uid, gid_t *gid);
 
+/* ---- datagrams: one message to an address, no connection ----------------
+ *
+ * What sd_notify speaks: one AF_UNIX SOCK_DGRAM message, with descriptors,
+ * to a socket named by a path or "@name", from a process that holds no
+ * socket of its own between messages. */
+
+/* The sender of a datagram, as the kernel vouches for it (SCM_CREDENTIALS):
+ * pid 0 when the receiving socket did not ask for it (SO_PASSCRED). */
+typedef struct fdpass_cred {
+    pid_t pid;
+    uid_t uid;
+    gid_t gid;
+} fdpass_cred;
+
+/* A datagram socket bound on addr (as for fdpass_listen: "@name" or a path
+ * that gets exactly `mode`, 0600 when 0), non-blocking, close-on-exec, with
+ * SO_PASSCRED on so that every datagram says who sent it. */
+FDPASS_API int fdpass_dgram_bind(const char *addr, unsigned mode);
+
+/* Sends len > 0 bytes and nfds (<= 253) descriptors as one datagram to
+ * addr, through a socket of its own made for this one message. Returns len,
+ * or -ENOENT / -ECONNREFUSED when nobody is bound there, -EMSGSIZE when it
+ * is larger than a datagram may be; timeout_ms bounds the wait while the
+ * receiver's queue is full (< 0: as long as it stays full). */
+FDPASS_API ssize_t fdpass_dgram_send(const char *addr, const void *data, size_t len,
+                          const int *fds, size_t nfds, int timeout_ms);
+
+/* Receives one datagram as fdpass_recvmsg does (a larger one than cap is
+ * -EMSGSIZE, its descriptors closed), and its sender in *cred (may be
+ * NULL). An empty datagram is a return of 0, never an end of file. */
+FDPASS_API ssize_t fdpass_dgram_recv(int sock, void *buf, size_t cap, int *fds,
+                          size_t maxfds, size_t *nfds, fdpass_cred *cred,
+                          int timeout_ms);
+
 /* ---- what a descriptor is ----------------------------------------------- */
 
 typedef struct fdpass_fdinfo {

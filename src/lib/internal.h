@@ -40,5 +40,19 @@ ssize_t raw_send(int sock, const struct iovec *iov, int iovcnt,
  * MSG_TRUNC. On error every received descriptor is closed. */
 ssize_t raw_recv(int sock, const struct iovec *iov, int iovcnt, int *fds,
                  size_t maxfds, size_t *nfds, int flags, int *truncated);
+struct ucred;
+/* raw_recv that also reports the sender's SCM_CREDENTIALS (present when
+ * the socket has SO_PASSCRED) in *cred, or leaves it untouched. */
+ssize_t raw_recv_cred(int sock, const struct iovec *iov, int iovcnt, int *fds,
+                      size_t maxfds, size_t *nfds, int flags, int *truncated,
+                      struct ucred *cred);
+
+struct sockaddr_un;
+/* "@name" (abstract) or a path into *sa; -EINVAL, -ENAMETOOLONG. */
+int unix_addr(const char *addr, struct sockaddr_un *sa, socklen_t *len);
+/* A bound, non-blocking, close-on-exec AF_UNIX socket of `type` on addr: a
+ * path gets exactly `mode` (0600 when 0) and replaces a dead socket file,
+ * never a live one (-EADDRINUSE) or anything else (-EEXIST). */
+int unix_bind(const char *addr, int type, unsigned mode);
 
 #endif

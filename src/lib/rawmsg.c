@@ -67,6 +67,13 @@ static size_t take_fds(const struct cmsghdr *c, int *fds, size_t maxfds, size_t 
 ssize_t raw_recv(int sock, const struct iovec *iov, int iovcnt, int *fds,
                  size_t maxfds, size_t *nfds, int flags, int *truncated)
 {
+    return raw_recv_cred(sock, iov, iovcnt, fds, maxfds, nfds, flags, truncated, NULL);
+}
+
+ssize_t raw_recv_cred(int sock, const struct iovec *iov, int iovcnt, int *fds,
+                      size_t maxfds, size_t *nfds, int flags, int *truncated,
+                      struct ucred *cred)
+{
     cmsg_buf cb;
     struct msghdr m = { .msg_iov = (struct iovec *)iov, .msg_iovlen = iovcnt,
                         .msg_control = cb.buf, .msg_controllen = sizeof cb.buf };
@@ -88,6 +95,9 @@ ssize_t raw_recv(int sock, const struct iovec *iov, int iovcnt, int *fds,
             continue;
         if (c->cmsg_type == SCM_RIGHTS)
             dropped += take_fds(c, fds, maxfds, nfds);
+        else if (c->cmsg_type == SCM_CREDENTIALS && cred &&
+                 c->cmsg_len >= CMSG_LEN(sizeof(struct ucred)))
+            memcpy(cred, CMSG_DATA(c), sizeof *cred);
         else if (c->cmsg_type == SCM_PIDFD && c->cmsg_len >= CMSG_LEN(sizeof(int))) {
             int pidfd;
             memcpy(&pidfd, CMSG_DATA(c), sizeof pidfd);

@@ -24,7 +24,7 @@ int fdpass_socketpair(int type, int sv[2])
 }
 
 /* "@name" is abstract (no NUL terminator, length counts), else a path. */
-static int make_addr(const char *addr, struct sockaddr_un *sa, socklen_t *len)
+int unix_addr(const char *addr, struct sockaddr_un *sa, socklen_t *len)
 {
     size_t n = addr ? strlen(addr) : 0;
     memset(sa, 0, sizeof *sa);
@@ -74,14 +74,14 @@ static int clear_stale(const char *path, const struct sockaddr_un *sa, socklen_t
 static int prepare(const char *addr, int type, struct sockaddr_un *sa, socklen_t *len)
 {
     int r = check_type(type);
-    return r < 0 ? r : make_addr(addr, sa, len);
+    return r < 0 ? r : unix_addr(addr, sa, len);
 }
 
-int fdpass_listen(const char *addr, int type, int backlog, unsigned mode)
+int unix_bind(const char *addr, int type, unsigned mode)
 {
     struct sockaddr_un sa;
     socklen_t len;
-    int r = prepare(addr, type, &sa, &len);
+    int r = unix_addr(addr, &sa, &len);
     if (r < 0)
         return r;
     int path = addr[0] != '@';
@@ -99,13 +99,25 @@ int fdpass_listen(const char *addr, int type, int backlog, unsigned mode)
     int e = errno;
     if (path)
         umask(old);
-    if (r == 0 && listen(fd, backlog > 0 ? backlog : SOMAXCONN) < 0) {
-        e = errno;
-        r = -1;
-        if (path)
-            unlink(addr);
-    }
     if (r < 0) {
+        close(fd);
+        return -e;
+    }
+    return fd;
+}
+
+int fdpass_listen(const char *addr, int type, int backlog, unsigned mode)
+{
+    int r = check_type(type);
+    if (r < 0)
+        return r;
+    int fd = unix_bind(addr, type, mode);
+    if (fd < 0)
+        return fd;
+    if (listen(fd, backlog > 0 ? backlog : SOMAXCONN) < 0) {
+        int e = errno;
+        if (addr[0] != '@')
+            unlink(addr);
         close(fd);
         return -e;
     }

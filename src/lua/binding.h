@@ -43,5 +43,7 @@ int open_channel(lua_State *L);
 int open_process(lua_State *L);
 int open_netio(lua_State *L); /* after open_fd: adds fd methods */
 int open_codec(lua_State *L);
+int open_dgram(lua_State *L);   /* datagrams with descriptors (sd_notify) */
+int open_environ(lua_State *L); /* after open_fd: setenv, fd:cloexec */
 
 #endif
