@@ -225,3 +225,40 @@ $(CBENCH): bench/cbench.c src/lib/fdpass.h $(SHLIB)
 bench: all $(CBENCH)
 	@bench/deps.sh
 	@$(LUA_ENV) FDPASS_CBENCH=$(CBENCH) $(LUA) bench/run.lua
+
+# ---- lint and doc. `make lint` (`make -k lint` to see every failure):
+# luacheck over every Lua file (.luacheckrc: std "min", what 5.1, 5.3,
+# 5.4 and LuaJIT all define), luac5.1 over the same files (syntax only
+# newer Luas parse, which luacheck accepts), `luarocks lint`, cppcheck on
+# the C, and tools/install-parity.sh: `make install` and the rockspec
+# install the same Lua modules, C modules and scripts.
+# `make doc`: the LDoc reference of every module in lua/ (config.ld), in
+# build/doc/index.html; any LDoc warning fails it.
+LINT_LUA = $$(find . \( -path ./.git -o -path './build*' -o -path ./lua_modules -o -path ./luarocks \
+             -o -path ./fdpass \) -prune -o -type f -name '*.lua' -print | sort) bin/fdpass-upgrade
+.PHONY: lint lint-deps lint-lua lint-syntax lint-rockspec lint-c lint-install doc
+lint: lint-lua lint-syntax lint-rockspec lint-c lint-install
+lint-deps:
+	@tools/deps.sh $(LUA_VERSION) lua-check lua5.1 luarocks cppcheck
+lint-lua: lint-deps
+	luacheck -q .
+lint-syntax: lint-deps
+	@lua5.1 tools/lint-syntax.lua $(LINT_LUA)
+lint-rockspec: lint-deps
+	luarocks lint rockspec/fdpass-scm-1.rockspec
+lint-c: lint-deps
+	cppcheck --enable=warning,portability --error-exitcode=1 -q -Isrc/lib -Isrc/lua src spec/c bench/cbench.c
+lint-install: lint-deps
+	@tools/install-parity.sh
+doc:
+	@tools/deps.sh $(LUA_VERSION) lua-ldoc lua-markdown
+	ldoc --fatalwarnings .
+
+# ---- nginx: spec/nginx_spec.lua runs examples/nginx/ in Debian's nginx and
+# its Lua module, which links OpenResty's LuaJIT (luajit2, so LUA_VERSION=jit
+# builds the core it loads: the spec does). Installed before the specs when
+# root; otherwise `-` lets the suite go on and the spec skips, saying why.
+.PHONY: nginx-deps
+test: nginx-deps
+nginx-deps: deps
+	-@tools/deps.sh jit nginx-light libnginx-mod-http-lua

@@ -13,7 +13,8 @@ case "$v" in
   5.1) lua="lua5.1 liblua5.1-0-dev" ;;
   *)   lua="lua$v liblua$v-dev" ;;
 esac
-pkgs="gcc make pkg-config $lua lua-unit lua-socket python3 util-linux $*"
+# lua-cqueues and lua-luv: spec/interop_spec.lua adopts their sockets (for every Lua)
+pkgs="gcc make pkg-config $lua lua-unit lua-socket lua-cqueues lua-luv python3 util-linux $*"
 missing=""
 for p in $pkgs; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
