@@ -571,9 +571,11 @@ local function with(usec, pid)
   return systemd.watchdog_interval() or "none"
 end
 report { with("2500000"), with("2500000", "self"), with("2500000", "1"), with(nil, "self"),
-  with("soon"), with("0") }
+  with("soon"), with("0"), with("86400000000", "self"), with("99999999999999999", "self") }
 ]=])
-  lu.assertEquals(finish(proc, out), { 2.5, 2.5, "none", "none", "none", "none" })
+  -- WatchdogSec=1d is 11 digits of microseconds: still a watchdog to ping;
+  -- beyond 1e15 (31 years) is none
+  lu.assertEquals(finish(proc, out), { 2.5, 2.5, "none", "none", "none", "none", 86400, "none" })
 end
 
 -- ---- fdpass.upgrade under systemd -------------------------------------------------

@@ -30,8 +30,10 @@ local ENV = { "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES" }
 
 -- A decimal number as the variables carry it: digits only, no sign, no
 -- spaces, at most `max`. Anything else is systemd's EINVAL, not a guess.
+-- Up to 16 digits: room for every `max` used here (1e15; WATCHDOG_USEC of
+-- a day already has 11), and what passes `max` is exact in a double.
 local function parse_count(s, max)
-  if type(s) ~= "string" or not s:match("^%d+$") or #s > 10 then return nil end
+  if type(s) ~= "string" or not s:match("^%d+$") or #s > 16 then return nil end
   local n = tonumber(s)
   if n > max then return nil end
   return n
