@@ -639,14 +639,19 @@ T.test_an_upgrade_says_reloading_then_hands_systemd_the_new_main_pid = function(
   local ctl = "@" .. unique("fdpass-spec-sd-control")
   local refuse = DIR .. "/" .. unique("refuse")
   local log_r, log_w = assert(fdpass.pipe())
-  local first = assert(fdpass.spawn({ H.lua, SERVER, ctl },
-    { fds = { [2] = log_w }, setenv = env { NOTIFY_SOCKET = addr, SPEC_REFUSE_FILE = refuse } }))
+  -- as systemd starts a unit with WatchdogSec=30: WATCHDOG_PID is the main
+  -- process's own pid (the shell's, which exec keeps)
+  local first = assert(fdpass.spawn({ "/bin/sh", "-c", 'WATCHDOG_PID=$$ exec "$0" "$@"', H.lua, SERVER, ctl },
+    { fds = { [2] = log_w }, setenv = env { NOTIFY_SOCKET = addr, SPEC_REFUSE_FILE = refuse,
+      WATCHDOG_USEC = "30000000" } }))
   log_w:close()
   local old = first:pid()
   local pids = { old }
   with_server(pids, function()
     expect_msg(sock, "READY=1\n", old) -- the app's own, at its fresh start
-    local port = stats_when_up(ctl).port
+    local stats = stats_when_up(ctl)
+    lu.assertEquals(stats.watchdog, 30, "the first copy is the watchdog's")
+    local port = stats.port
     lu.assertEquals({ ask(port) }, { old, 1 })
     local fdcount = settled_fdcount(ctl)
 
@@ -667,6 +672,9 @@ T.test_an_upgrade_says_reloading_then_hands_systemd_the_new_main_pid = function(
     expect_silence(sock) -- and the old one says nothing more (no STOPPING=1) as it leaves
     lu.assertEquals({ ask(port) }, { new, 2 })
     lu.assertEquals(settled_fdcount(ctl, fdcount), fdcount, "the new copy holds what the first one held")
+    -- the new main process pings the watchdog now: WATCHDOG_PID must not
+    -- name the old copy in its environment
+    lu.assertEquals(stats_when_up(ctl).watchdog, 30, "the new main process is the watchdog's")
 
     -- a failed upgrade: RELOADING, then READY from the copy that still serves
     local f = assert(io.open(refuse, "w"))

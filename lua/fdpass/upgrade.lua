@@ -499,6 +499,9 @@ function Task:run()
   r:nonblock(true) -- our own new pipe end: read as far as it goes
   self.stderr_r = r
   local env = { [ENV_GEN] = tostring(up.generation + 1) }
+  -- Once MAINPID= names the new copy, systemd's watchdog waits for its
+  -- pings: our WATCHDOG_PID must not tell it they are not its to send.
+  if up.systemd and tonumber(os.getenv("WATCHDOG_PID") or "") == fdpass.getpid() then env.WATCHDOG_PID = false end
   local fds = { [2] = w }
   local mine, theirs, rendezvous, token
   if up.rendezvous then
@@ -822,7 +825,8 @@ end
 -- systemd before that datagram does; NotifyAccess=main then drops it with
 -- a warning in the journal, harmlessly (NotifyAccess=all accepts it).
 -- The old copy sends nothing after the commit (not STOPPING=1: it would
--- stop the service it just handed over). The new copy is a child of the
+-- stop the service it just handed over). The new copy starts without our
+-- WATCHDOG_PID, so that `systemd.watchdog_interval()` is its own there. The new copy is a child of the
 -- old one, so it is in the unit's cgroup, which systemd requires of a main
 -- pid. Notifications never block the serving loop (timeout 0); one that
 -- cannot be sent is logged, and the upgrade goes on.

@@ -61,7 +61,9 @@ if not inherited then systemd.ready() end -- a new copy's READY=1 is up:start()'
 
 local port = tonumber(http:info().addr:match(":(%d+)$"))
 local ctl = up:controller { listener = control, log = log,
-  stats = function() return { port = port, fdcount = fdpass.fdcount() } end }
+  stats = function()
+    return { port = port, fdcount = fdpass.fdcount(), watchdog = systemd.watchdog_interval() or "none" }
+  end }
 
 local function set_of(list)
   local s = {}
