@@ -563,6 +563,28 @@ report { sent = sent, full = r[3], late = late[3], waited = fdpass.monotonic() -
   close_notify(addr, sock)
 end
 
+-- dgram_recv without a timeout waits for the next datagram (the socket
+-- dgram_bind makes is non-blocking, yet nil is not "never wait"), 0 never
+-- waits.
+T.test_dgram_recv_without_timeout_waits_for_the_next_datagram = function()
+  local addr, sock = notify_socket("abstract")
+  local data, _, code = fdpass.dgram_recv(sock, nil, nil, 0)
+  lu.assertEquals({ data, code }, { nil, "EAGAIN" })
+  local proc, out = start([=[
+fdpass.poll({}, nil, 0.15)
+report { systemd.ready() }
+]=], { NOTIFY_SOCKET = addr })
+  local t0 = now()
+  local fds, pid
+  data, fds, pid = fdpass.dgram_recv(sock)
+  local waited = now() - t0
+  lu.assertEquals(finish(proc, out), { true })
+  lu.assertEquals({ data, #fds, pid }, { "READY=1\n", 0, proc:pid() })
+  lu.assertTrue(waited >= 0.1, "waited " .. waited)
+  lu.assertTrue(sock:info().nonblock, "waited by poll: the socket keeps O_NONBLOCK")
+  close_notify(addr, sock)
+end
+
 T.test_watchdog_interval_reads_usec_for_this_pid_only = function()
   local proc, out = start([=[
 local function with(usec, pid)

@@ -274,6 +274,34 @@ static void dgram_full_queue(void)
     close(s);
 }
 
+/* No timeout (< 0) waits for the next datagram, as fdpass_accept waits on
+ * a listener: the socket fdpass_dgram_bind makes is non-blocking, so
+ * "the socket's own mode" would never wait at all. */
+static void dgram_recv_without_timeout_waits(void)
+{
+    char name[96];
+    snprintf(name, sizeof name, "%s-wait", abs_base);
+    int s = fdpass_dgram_bind(name, 0);
+    CHECK(s >= 0);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        sleep_ms(100);
+        _exit(fdpass_dgram_send(name, "READY=1\n", 8, NULL, 0, 1000) == 8 ? 0 : 1);
+    }
+    char buf[16];
+    fdpass_cred cred;
+    long long t0 = now_ms();
+    ssize_t r = fdpass_dgram_recv(s, buf, sizeof buf, NULL, 0, NULL, &cred, -1);
+    long long waited = now_ms() - t0;
+    CHECK_EQ(wait_child(pid), 0);
+    CHECK_EQ(r, 8);
+    CHECK(waited >= 90);
+    CHECK_EQ(cred.pid, pid);
+    CHECK_EQ(getfl(s) & O_NONBLOCK, O_NONBLOCK); /* waited by poll, the flag untouched */
+    close(s);
+}
+
 static void cleanup_dir(void)
 {
     DIR *d = opendir(dir);
@@ -306,6 +334,7 @@ int main(void)
     RUN(dgram_truncated_and_too_many_fds);
     RUN(dgram_empty_and_no_credentials);
     RUN(dgram_full_queue);
+    RUN(dgram_recv_without_timeout_waits);
     cleanup_dir();
     CTEST_END();
 }

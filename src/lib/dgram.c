@@ -74,6 +74,8 @@ ssize_t fdpass_dgram_recv(int sock, void *buf, size_t cap, int *fds, size_t maxf
     if (cap == 0 || !buf || (maxfds && !fds))
         return -EINVAL;
     deadline d = deadline_from(timeout_ms);
+    if (d.mode < 0) /* our datagram sockets are non-blocking: "no timeout" waits, as accept does */
+        d.mode = DEADLINE_FOREVER;
     struct iovec iov = { buf, cap };
     for (;;) {
         int truncated = 0;

@@ -166,7 +166,9 @@ FDPASS_API ssize_t fdpass_dgram_send(const char *addr, const void *data, size_t 
 
 /* Receives one datagram as fdpass_recvmsg does (a larger one than cap is
  * -EMSGSIZE, its descriptors closed), and its sender in *cred (may be
- * NULL). An empty datagram is a return of 0, never an end of file. */
+ * NULL). An empty datagram is a return of 0, never an end of file.
+ * timeout_ms < 0 waits for one whatever the socket's mode, as
+ * fdpass_accept does: the socket fdpass_dgram_bind makes is non-blocking. */
 FDPASS_API ssize_t fdpass_dgram_recv(int sock, void *buf, size_t cap, int *fds,
                           size_t maxfds, size_t *nfds, fdpass_cred *cred,
                           int timeout_ms);
