@@ -403,6 +403,26 @@ report(results)
   expect(14, { ok = false, code = "EALREADY" })
 end
 
+-- setenv raises for a name or value it could not set as given (a NUL byte
+-- would set another variable, or a shorter value), and sets nothing then.
+T.test_setenv_refuses_what_it_cannot_set_as_given = function()
+  local proc, out = start([=[
+local raised = {}
+for i, nv in ipairs { { "", "x" }, { "FDPASS_SPEC_A=B", "x" }, { "FDPASS_SPEC_A\0B", "x" },
+  { "FDPASS_SPEC_A", "x\0y" } } do
+  raised[i] = not pcall(fdpass.setenv, nv[1], nv[2])
+end
+local set = { os.getenv("FDPASS_SPEC_A") or "unset" }
+set[2] = fdpass.setenv("FDPASS_SPEC_A", "v")
+set[3] = os.getenv("FDPASS_SPEC_A")
+set[4] = fdpass.setenv("FDPASS_SPEC_A", nil)
+set[5] = os.getenv("FDPASS_SPEC_A") or "unset"
+report { raised = raised, set = set }
+]=])
+  lu.assertEquals(finish(proc, out),
+    { raised = { true, true, true, true }, set = { "unset", true, "v", true, "unset" } })
+end
+
 -- ---- notifications --------------------------------------------------------------
 
 T.test_notifications_arrive_with_exact_fields_from_the_sender = function()

@@ -13,8 +13,11 @@
 
 static int l_setenv(lua_State *L)
 {
-    const char *name = luaL_checkstring(L, 1);
-    luaL_argcheck(L, name[0] && !strchr(name, '='), 1, "a name, without '='");
+    size_t nlen;
+    const char *name = luaL_checklstring(L, 1, &nlen);
+    /* "A\0B" would set A: another variable than the one named */
+    luaL_argcheck(L, name[0] && !strchr(name, '=') && strlen(name) == nlen, 1,
+                  "a name, without '=' or a NUL byte");
     int r;
     if (lua_isnoneornil(L, 2)) {
         r = unsetenv(name);
