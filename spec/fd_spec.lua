@@ -272,6 +272,38 @@ TestFd = H.suite {
     os.remove(name)
   end,
 
+  -- glibc's fdopen(fd, "a") sets O_APPEND on the open file, which the
+  -- sender's copy shares: "a" is taken only where the flag is already set.
+  test_file_append_mode_never_sets_o_append = function()
+    local name = named_file("abc")
+    local function append_flag(x)
+      local h = assert(io.open("/proc/self/fdinfo/" .. fdpass.info(x).fd))
+      local flags = tonumber(h:read("*a"):match("flags:%s*(%d+)"), 8)
+      h:close()
+      return math.floor(flags / 1024) % 2 == 1 -- O_APPEND, 02000
+    end
+    local plain = assert(io.open(name, "r+"))
+    local f = fdpass.dup(plain)
+    local h, msg, code = f:file("a")
+    lu.assertNil(h)
+    lu.assertEquals(code, "EINVAL")
+    lu.assertStrContains(msg, "O_APPEND")
+    lu.assertFalse(append_flag(plain), "the sender's open file became append-only")
+    lu.assertEquals(f:info().kind, "file") -- still f's
+    f:close()
+    plain:close()
+    local appending = assert(io.open(name, "a"))
+    f = fdpass.dup(appending)
+    appending:close()
+    h = assert(f:file("a"))
+    h:write("def")
+    h:close()
+    local r = assert(io.open(name))
+    lu.assertEquals(r:read("*a"), "abcdef")
+    r:close()
+    os.remove(name)
+  end,
+
   test_file_mismatched_mode_keeps_ownership = function()
     local f = H.tempfile("abc") -- opened read-only
     local n = f:fileno()

@@ -249,6 +249,16 @@ static int fd_file(lua_State *L)
     size_t ml = mode[0] && strchr("rwa", mode[0]) ? 1 : 0;
     ml += ml && mode[ml] == '+';
     luaL_argcheck(L, ml && strspn(mode + ml, "b") == strlen(mode + ml), 2, "invalid mode");
+    /* glibc's fdopen makes "a" set O_APPEND on the open file, which every
+     * holder of it shares (the sender's copy too): "a" only where it is set. */
+    if (mode[0] == 'a') {
+        int fl = fcntl(fd, F_GETFL);
+        if (fl < 0)
+            return push_error(L, "file", -errno, NULL);
+        if (!(fl & O_APPEND))
+            return push_error(L, "file", -EINVAL, "mode \"a\" needs a descriptor opened with O_APPEND "
+                              "(fdopen would set it on the open file, for every holder)");
+    }
     if (!compat_newfile(L))
         return push_error(L, "file", -errno, NULL);
     FILE *f = fdopen(fd, mode);
