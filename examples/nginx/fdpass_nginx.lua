@@ -171,7 +171,9 @@ function M.upgrade_timer(opts)
     if asked <= (dict:get("done") or 0) then return end
     running = true
     dict:set("state", "running")
-    local reply, err = M.call(opts.control, { cmd = "upgrade" }, opts.timeout or 120)
+    -- A raised error (a bad option) must not leave the timer "running".
+    local called, reply, err = pcall(M.call, opts.control, { cmd = "upgrade" }, opts.timeout or 120)
+    if not called then reply, err = nil, reply end
     local result = { asked = asked }
     if not reply then
       result.ok, result.phase, result.reason = false, "request", err

@@ -828,14 +828,18 @@ end
 -- stop the service it just handed over). The new copy starts without our
 -- WATCHDOG_PID, so that `systemd.watchdog_interval()` is its own there. The new copy is a child of the
 -- old one, so it is in the unit's cgroup, which systemd requires of a main
--- pid. Notifications never block the serving loop (timeout 0); one that
+-- pid. Notifications do not block the serving loop (timeout 0, except
+-- MAINPID+READY, which may wait up to 1 s for a full queue); one that
 -- cannot be sent is logged, and the upgrade goes on.
 
 local NO_WAIT = { timeout = 0 }
 local SD = {
   ready = function() return systemd.ready(nil, NO_WAIT) end,
   reloading = function() return systemd.reloading(nil, NO_WAIT) end,
-  committed = function(pid) return systemd.mainpid(pid, { ready = true, timeout = 0 }) end,
+  -- The one that may wait (a second at most, and only if systemd's queue
+  -- is full): lost, it would make systemd take the old copy's exit for the
+  -- end of the service.
+  committed = function(pid) return systemd.mainpid(pid, { ready = true, timeout = 1 }) end,
   fdstore = function(name, obj) return systemd.fdstore(name, obj, NO_WAIT) end,
 }
 
