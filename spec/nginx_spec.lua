@@ -85,9 +85,10 @@ local function check_machine()
   end
   -- Always through make, so that nginx loads the core of this source; not
   -- with the variables of the make that runs the suite (make sanitize's
-  -- BUILD would put it elsewhere).
-  local code, out = run({ "make", "--no-print-directory", "-s", "LUA_VERSION=jit", CORE }, 300,
-    { MAKEFLAGS = false, MFLAGS = false, MAKELEVEL = false })
+  -- BUILD would put it elsewhere: make exports its command-line variables
+  -- into the environment, so they are overridden here, not only unset).
+  local code, out = run({ "make", "--no-print-directory", "-s", "LUA_VERSION=jit", "BUILD=build", "SANFLAGS=",
+    CORE }, 300, { MAKEFLAGS = false, MFLAGS = false, MAKELEVEL = false, BUILD = false, SANFLAGS = false })
   if code ~= 0 then error("building " .. CORE .. " for nginx failed:\n" .. out) end
   return nil
 end
@@ -205,7 +206,10 @@ local function start_nginx()
     lu.assertEquals(code, 0, out)
     os.remove(log)
     env.nginx = assert(fdpass.spawn({ NGINX, "-p", env.dir, "-c", env.dir .. "/nginx.conf", "-e", log,
-      "-g", "daemon off;" }, { setenv = { LD_PRELOAD = false } })) -- not make sanitize's runtime
+      "-g", "daemon off;" },
+      -- not make sanitize's runtime; and not the suite's module paths, which
+      -- ";;" in lua_package_cpath would take in (another Lua's core.so)
+      { setenv = { LD_PRELOAD = false, LUA_PATH = false, LUA_CPATH = false } }))
     local deadline = fdpass.monotonic() + 15
     while fdpass.monotonic() < deadline do
       local c = fdpass.tcp_connect("127.0.0.1", env.port, 1)
