@@ -76,27 +76,9 @@ ssize_t fdpass_dgram_recv(int sock, void *buf, size_t cap, int *fds, size_t maxf
     deadline d = deadline_from(timeout_ms);
     if (d.mode < 0) /* our datagram sockets are non-blocking: "no timeout" waits, as accept does */
         d.mode = DEADLINE_FOREVER;
-    struct iovec iov = { buf, cap };
-    for (;;) {
-        int truncated = 0;
-        struct ucred uc = { 0, 0, 0 };
-        ssize_t r = raw_recv_cred(sock, &iov, 1, fds, maxfds, nfds, deadline_flags(&d),
-                                  &truncated, &uc);
-        if (r == -EAGAIN) {
-            int w = deadline_wait(&d, sock, POLLIN);
-            if (w < 0)
-                return w;
-            continue;
-        }
-        if (r < 0)
-            return r;
-        if (truncated) {
-            close_all(fds, *nfds);
-            *nfds = 0;
-            return -EMSGSIZE;
-        }
-        if (cred)
-            *cred = (fdpass_cred){ uc.pid, uc.uid, uc.gid };
-        return r;
-    }
+    struct ucred uc = { 0, 0, 0 };
+    ssize_t r = raw_recv_until(sock, buf, cap, fds, maxfds, nfds, &d, &uc);
+    if (r >= 0 && cred)
+        *cred = (fdpass_cred){ uc.pid, uc.uid, uc.gid };
+    return r;
 }

@@ -47,6 +47,12 @@ ssize_t raw_recv_cred(int sock, const struct iovec *iov, int iovcnt, int *fds,
                       size_t maxfds, size_t *nfds, int flags, int *truncated,
                       struct ucred *cred);
 
+/* One whole message into buf (cap bytes) until the deadline: raw_recv_cred
+ * retried while it would block. A message larger than buf is -EMSGSIZE
+ * with every descriptor that came closed. The bytes, or an error. */
+ssize_t raw_recv_until(int sock, void *buf, size_t cap, int *fds, size_t maxfds,
+                       size_t *nfds, const deadline *d, struct ucred *cred);
+
 struct sockaddr_un;
 /* "@name" (abstract) or a path into *sa; -EINVAL, -ENAMETOOLONG. */
 int unix_addr(const char *addr, struct sockaddr_un *sa, socklen_t *len);

@@ -141,12 +141,22 @@ ssize_t fdpass_recvmsg(int sock, void *buf, size_t cap, int *fds,
     if (cap == 0 || !buf || (maxfds && !fds))
         return -EINVAL;
     deadline d = deadline_from(timeout_ms);
+    ssize_t r = raw_recv_until(sock, buf, cap, fds, maxfds, nfds, &d, NULL);
+    if (r == 0 && *nfds == 0)
+        return FDPASS_EOF;
+    return r;
+}
+
+ssize_t raw_recv_until(int sock, void *buf, size_t cap, int *fds, size_t maxfds,
+                       size_t *nfds, const deadline *d, struct ucred *cred)
+{
     struct iovec iov = { buf, cap };
     for (;;) {
         int truncated = 0;
-        ssize_t r = raw_recv(sock, &iov, 1, fds, maxfds, nfds, deadline_flags(&d), &truncated);
+        ssize_t r = raw_recv_cred(sock, &iov, 1, fds, maxfds, nfds, deadline_flags(d),
+                                  &truncated, cred);
         if (r == -EAGAIN) {
-            int w = deadline_wait(&d, sock, POLLIN);
+            int w = deadline_wait(d, sock, POLLIN);
             if (w < 0)
                 return w;
             continue;
@@ -158,8 +168,6 @@ ssize_t fdpass_recvmsg(int sock, void *buf, size_t cap, int *fds,
             *nfds = 0;
             return -EMSGSIZE;
         }
-        if (r == 0 && *nfds == 0)
-            return FDPASS_EOF;
         return r;
     }
 }

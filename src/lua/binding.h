@@ -35,6 +35,11 @@ void push_fd_list(lua_State *L, int *fds, size_t n);
 void push_fd_set(lua_State *L, int *fds, size_t n);
 
 /* Registers a metatable with __index = methods and __name = name. */
+/* fd:nonblock / fd:cloexec: reads one flag (fcntl get/set commands, its
+ * bit) and sets or clears it when the argument at 2 is given; returns
+ * whether it is set now. */
+int fd_flag(lua_State *L, const char *what, int get, int set, int bit);
+
 void new_class(lua_State *L, const char *name, const luaL_Reg *methods,
                const luaL_Reg *meta);
 

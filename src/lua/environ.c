@@ -38,18 +38,7 @@ static int l_setenv(lua_State *L)
  * Still only changed when asked, like fd:nonblock(). */
 static int fd_cloexec(lua_State *L)
 {
-    int fd = check_fd(L, 1);
-    int fl = fcntl(fd, F_GETFD);
-    if (fl < 0)
-        return push_error(L, "cloexec", -errno, NULL);
-    if (!lua_isnoneornil(L, 2)) {
-        int want = lua_toboolean(L, 2) ? (fl | FD_CLOEXEC) : (fl & ~FD_CLOEXEC);
-        if (want != fl && fcntl(fd, F_SETFD, want) < 0)
-            return push_error(L, "cloexec", -errno, NULL);
-        fl = want;
-    }
-    lua_pushboolean(L, (fl & FD_CLOEXEC) != 0);
-    return 1;
+    return fd_flag(L, "cloexec", F_GETFD, F_SETFD, FD_CLOEXEC);
 }
 
 int open_environ(lua_State *L) /* after open_fd: adds an fd method */

@@ -289,20 +289,25 @@ static int l_pipe(lua_State *L)
 /* fd:nonblock([on]) -> whether O_NONBLOCK is set, after setting it if on is
  * given. The one call in fdpass that changes a flag, and only when asked:
  * the flag belongs to the open file, which other processes may share. */
-static int fd_nonblock(lua_State *L)
+int fd_flag(lua_State *L, const char *what, int get, int set, int bit)
 {
     int fd = check_fd(L, 1);
-    int fl = fcntl(fd, F_GETFL);
+    int fl = fcntl(fd, get);
     if (fl < 0)
-        return push_error(L, "nonblock", -errno, NULL);
+        return push_error(L, what, -errno, NULL);
     if (!lua_isnoneornil(L, 2)) {
-        int want = lua_toboolean(L, 2) ? (fl | O_NONBLOCK) : (fl & ~O_NONBLOCK);
-        if (want != fl && fcntl(fd, F_SETFL, want) < 0)
-            return push_error(L, "nonblock", -errno, NULL);
+        int want = lua_toboolean(L, 2) ? (fl | bit) : (fl & ~bit);
+        if (want != fl && fcntl(fd, set, want) < 0)
+            return push_error(L, what, -errno, NULL);
         fl = want;
     }
-    lua_pushboolean(L, (fl & O_NONBLOCK) != 0);
+    lua_pushboolean(L, (fl & bit) != 0);
     return 1;
+}
+
+static int fd_nonblock(lua_State *L)
+{
+    return fd_flag(L, "nonblock", F_GETFL, F_SETFL, O_NONBLOCK);
 }
 
 /* fdpass.monotonic() -> seconds (a float) on CLOCK_MONOTONIC, for deadlines. */
