@@ -492,7 +492,38 @@ TestFd = H.suite {
     os.remove(name)
   end,
 
-  -- O_NONBLOCK ----------------------------------------------------------------
+  -- FD_CLOEXEC and O_NONBLOCK: read freely, changed only when asked --------------
+
+  test_cloexec_reads_and_switches_this_descriptor_only = function()
+    local r, w = assert(fdpass.pipe())
+    local other = assert(fdpass.dup(r)) -- the same open file, another descriptor
+    lu.assertEquals(r:cloexec(), true) -- received and made descriptors are close-on-exec
+    lu.assertEquals(r:nonblock(), false)
+    lu.assertEquals(r:cloexec(false), false)
+    lu.assertEquals(r:info().cloexec, false)
+    lu.assertEquals(other:info().cloexec, true) -- a descriptor flag: the twin keeps its own
+    lu.assertEquals(r:nonblock(), false) -- and the open file's flags are untouched
+    lu.assertEquals(r:cloexec(true), true)
+    lu.assertEquals(r:info().cloexec, true)
+    r:close()
+    local ok, err = pcall(r.cloexec, r)
+    lu.assertFalse(ok)
+    lu.assertStrContains(tostring(err), "closed")
+    other:close()
+    w:close()
+  end,
+
+  test_nonblock_reads_and_switches_the_open_file = function()
+    local r, w = assert(fdpass.pipe())
+    local other = assert(fdpass.dup(r))
+    lu.assertEquals(r:nonblock(true), true)
+    lu.assertEquals(other:nonblock(), true) -- a status flag: every holder sees it
+    lu.assertEquals(r:nonblock(false), false)
+    lu.assertEquals(other:info().nonblock, false)
+    lu.assertEquals(r:cloexec(), true)
+    r:close(); other:close(); w:close()
+  end,
+
 
   test_nonblock_unchanged_across_processes = function()
     local tcp = assert(socket.bind("127.0.0.1", 0)) -- LuaSocket: non-blocking
