@@ -197,6 +197,25 @@ local function free_port()
   return port
 end
 
+-- KILLs nginx's master, then its workers, which would outlive it: they
+-- are listed first (by their parent pid in /proc), and killed only after
+-- the master, which would otherwise start new ones at once.
+local function kill_nginx(proc)
+  local master, workers = proc:pid(), {}
+  local p = io.popen("ls /proc")
+  for pid in p:lines() do
+    if pid:match("^%d+$") then
+      local stat = read_file("/proc/" .. pid .. "/stat")
+      -- the parent pid follows the command, which is in parentheses
+      if tonumber(stat:match("%) %S+ (%d+)")) == master then workers[#workers + 1] = tonumber(pid) end
+    end
+  end
+  p:close()
+  proc:kill("KILL")
+  proc:wait(5)
+  for _, pid in ipairs(workers) do fdpass.kill(pid, "KILL") end
+end
+
 local function start_nginx()
   local log = env.dir .. "/error.log"
   for _ = 1, 5 do -- another process may take the free port first: then again
@@ -223,10 +242,15 @@ local function start_nginx()
         end
       end
       if env.nginx:wait(0) then break end -- it exited: see its log
+      -- A worker that could not load fdpass answers every request with
+      -- 500 until the deadline: stop at the first sign of it.
+      local text = read_file(log) or ""
+      if text:find("init_worker_by_lua error", 1, true) or text:find("error loading module", 1, true) then
+        break
+      end
       sleep(0.05)
     end
-    local how = env.nginx:wait(0)
-    if not how then env.nginx:kill("KILL"); env.nginx:wait(5) end
+    if not env.nginx:wait(0) then kill_nginx(env.nginx) end
     env.nginx = nil
     if not read_file(log):find("Address already in use", 1, true) then
       error("nginx did not start:\n" .. read_file(log))
@@ -240,11 +264,7 @@ local function stop_nginx()
   if not env.nginx then return end
   env.nginx:kill("QUIT")
   local how, code = env.nginx:wait(10)
-  if not how then
-    env.nginx:kill("KILL")
-    env.nginx:wait(5)
-    if env.worker then fdpass.kill(env.worker, "KILL") end
-  end
+  if not how then kill_nginx(env.nginx) end
   env.nginx = nil
   env.nginx_end = { how, code }
 end
