@@ -671,6 +671,10 @@ Controller.__index = Controller
 --   `step` returns "committed" once an upgrade succeeded: the app then
 --   stops accepting and hands its connections over.
 function Upgrader:controller(opts)
+  if opts ~= nil and type(opts) ~= "table" then
+    error("bad argument #1 to 'controller' (table expected, got " .. type(opts) .. ")", 2)
+  end
+  opts = opts or {}
   local uid
   do -- our own uid as the kernel reports it to a peer (SO_PEERCRED)
     local a, b, code = fdpass.socketpair()
@@ -759,8 +763,11 @@ function Controller:accept()
 end
 
 function Controller:request(ch)
-  local data, _, code = ch:recv(0)
+  local data, fds, code = ch:recv(0)
   if not data and code == "EAGAIN" then return end -- a partial request stays
+  -- No request carries descriptors: one that came is closed now, not
+  -- whenever the collector runs.
+  if data then fdpass.close_all(fds) end
   self.clients[ch] = nil
   local req = data and fdpass.decode(data)
   if type(req) ~= "table" then

@@ -16,13 +16,8 @@ int fdpass_dgram_bind(const char *addr, unsigned mode)
     /* After bind: SO_PASSCRED on an unbound socket makes the kernel give it
      * an autobound name on its first send. */
     int on = 1;
-    if (setsockopt(fd, SOL_SOCKET, SO_PASSCRED, &on, sizeof on) < 0) {
-        int e = errno;
-        if (addr[0] != '@')
-            unlink(addr);
-        close(fd);
-        return -e;
-    }
+    if (setsockopt(fd, SOL_SOCKET, SO_PASSCRED, &on, sizeof on) < 0)
+        return unix_unbind(fd, addr, errno);
     return fd;
 }
 

@@ -60,5 +60,8 @@ int unix_addr(const char *addr, struct sockaddr_un *sa, socklen_t *len);
  * path gets exactly `mode` (0600 when 0) and replaces a dead socket file,
  * never a live one (-EADDRINUSE) or anything else (-EEXIST). */
 int unix_bind(const char *addr, int type, unsigned mode);
+/* Undoes unix_bind after a later step failed with errno `err`: closes fd
+ * and removes the socket file it made. Returns -err. */
+int unix_unbind(int fd, const char *addr, int err);
 
 #endif

@@ -114,14 +114,17 @@ int fdpass_listen(const char *addr, int type, int backlog, unsigned mode)
     int fd = unix_bind(addr, type, mode);
     if (fd < 0)
         return fd;
-    if (listen(fd, backlog > 0 ? backlog : SOMAXCONN) < 0) {
-        int e = errno;
-        if (addr[0] != '@')
-            unlink(addr);
-        close(fd);
-        return -e;
-    }
+    if (listen(fd, backlog > 0 ? backlog : SOMAXCONN) < 0)
+        return unix_unbind(fd, addr, errno);
     return fd;
+}
+
+int unix_unbind(int fd, const char *addr, int err)
+{
+    if (addr[0] != '@')
+        unlink(addr);
+    close(fd);
+    return -err;
 }
 
 int fdpass_accept(int listener, int timeout_ms)

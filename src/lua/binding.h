@@ -40,6 +40,9 @@ void push_fd_set(lua_State *L, int *fds, size_t n);
  * whether it is set now. */
 int fd_flag(lua_State *L, const char *what, int get, int set, int bit);
 
+/* Adds methods to the fd objects' class (after open_fd). */
+void add_fd_methods(lua_State *L, const luaL_Reg *methods);
+
 void new_class(lua_State *L, const char *name, const luaL_Reg *methods,
                const luaL_Reg *meta);
 

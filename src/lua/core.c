@@ -33,6 +33,14 @@ void new_class(lua_State *L, const char *name, const luaL_Reg *methods,
     lua_pop(L, 1);
 }
 
+void add_fd_methods(lua_State *L, const luaL_Reg *methods)
+{
+    luaL_getmetatable(L, FD_MT);
+    lua_getfield(L, -1, "__index");
+    luaL_setfuncs(L, methods, 0);
+    lua_pop(L, 2);
+}
+
 int luaopen_fdpass_core(lua_State *L)
 {
     lua_newtable(L);

@@ -45,10 +45,7 @@ int open_environ(lua_State *L) /* after open_fd: adds an fd method */
 {
     static const luaL_Reg methods[] = { { "cloexec", fd_cloexec }, { NULL, NULL } };
     static const luaL_Reg funcs[] = { { "setenv", l_setenv }, { NULL, NULL } };
-    luaL_getmetatable(L, FD_MT);
-    lua_getfield(L, -1, "__index");
-    luaL_setfuncs(L, methods, 0);
-    lua_pop(L, 2);
+    add_fd_methods(L, methods);
     luaL_setfuncs(L, funcs, 0);
     return 0;
 }

@@ -328,10 +328,7 @@ int open_netio(lua_State *L)
         { "accept", l_accept },   { "signals", l_signals },       { "readsignal", l_readsignal },
         { "pipe", l_pipe },       { "monotonic", l_monotonic },
         { NULL, NULL } };
-    luaL_getmetatable(L, FD_MT);
-    lua_getfield(L, -1, "__index");
-    luaL_setfuncs(L, methods, 0);
-    lua_pop(L, 2);
+    add_fd_methods(L, methods);
     luaL_setfuncs(L, funcs, 0);
     return 0;
 }
