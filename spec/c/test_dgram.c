@@ -29,6 +29,13 @@ static int socktype_of(int fd)
     return type;
 }
 
+/* Binds abs_base-suffix, its name left in name. */
+static int bind_abstract(char *name, size_t cap, const char *suffix)
+{
+    snprintf(name, cap, "%s-%s", abs_base, suffix);
+    return fdpass_dgram_bind(name, 0);
+}
+
 /* One datagram with two descriptors to addr, received on s: bytes, tags,
  * close-on-exec on arrival, and the kernel's word on who sent it. */
 static void roundtrip(const char *addr)
@@ -90,8 +97,7 @@ static void dgram_abstract_roundtrip(void)
 static void dgram_cred_of_another_process(void)
 {
     char name[96];
-    snprintf(name, sizeof name, "%s-child", abs_base);
-    int s = fdpass_dgram_bind(name, 0);
+    int s = bind_abstract(name, sizeof name, "child");
     CHECK(s >= 0);
     pid_t pid = fork();
     CHECK(pid >= 0);
@@ -176,8 +182,7 @@ static void dgram_bind_stale_live_and_regular(void)
 static void dgram_truncated_and_too_many_fds(void)
 {
     char name[96];
-    snprintf(name, sizeof name, "%s-trunc", abs_base);
-    int s = fdpass_dgram_bind(name, 0);
+    int s = bind_abstract(name, sizeof name, "trunc");
     CHECK(s >= 0);
     int fds[3] = { tagged_fd(1), tagged_fd(2), tagged_fd(3) };
     char big[100];
@@ -235,8 +240,7 @@ static void dgram_empty_and_no_credentials(void)
 static void dgram_full_queue(void)
 {
     char name[96];
-    snprintf(name, sizeof name, "%s-full", abs_base);
-    int s = fdpass_dgram_bind(name, 0);
+    int s = bind_abstract(name, sizeof name, "full");
     CHECK(s >= 0);
     int sent = 0;
     ssize_t r = 0;
@@ -280,8 +284,7 @@ static void dgram_full_queue(void)
 static void dgram_recv_without_timeout_waits(void)
 {
     char name[96];
-    snprintf(name, sizeof name, "%s-wait", abs_base);
-    int s = fdpass_dgram_bind(name, 0);
+    int s = bind_abstract(name, sizeof name, "wait");
     CHECK(s >= 0);
     pid_t pid = fork();
     CHECK(pid >= 0);
@@ -302,29 +305,11 @@ static void dgram_recv_without_timeout_waits(void)
     close(s);
 }
 
-static void cleanup_dir(void)
-{
-    DIR *d = opendir(dir);
-    struct dirent *e;
-    char p[400];
-    while (d && (e = readdir(d)))
-        if (e->d_name[0] != '.') {
-            snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-            unlink(p);
-        }
-    if (d)
-        closedir(d);
-    rmdir(dir);
-}
-
 int main(void)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
-    strcpy(dir, "/tmp/fdpass-ctest-XXXXXX");
-    if (!mkdtemp(dir)) {
-        perror("mkdtemp");
+    if (make_tmpdir(dir, sizeof dir) < 0)
         return 1;
-    }
     snprintf(abs_base, sizeof abs_base, "@fdpass-ctest-dgram-%d", (int)getpid());
     RUN(dgram_path_roundtrip);
     RUN(dgram_abstract_roundtrip);
@@ -335,6 +320,6 @@ int main(void)
     RUN(dgram_empty_and_no_credentials);
     RUN(dgram_full_queue);
     RUN(dgram_recv_without_timeout_waits);
-    cleanup_dir();
+    remove_tmpdir(dir);
     CTEST_END();
 }

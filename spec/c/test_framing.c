@@ -447,6 +447,18 @@ static pid_t child_drainer(int sock, int count, int delay_ms)
     _exit(0);
 }
 
+/* Sends child_drainer's last message, number seq: "end" with 3 fds tagged
+ * seq * 100000 + i (our copies closed). Returns what fdpass_send did. */
+static int send_end(fdpass_chan *c, int seq, int timeout_ms)
+{
+    int fds[3];
+    for (int i = 0; i < 3; i++)
+        fds[i] = tagged_fd(seq * 100000 + i);
+    int r = fdpass_send(c, "end", 3, fds, 3, timeout_ms);
+    close_fds(fds, 3);
+    return r;
+}
+
 /* A full stream: fdpass_send answers -EAGAIN with the message queued (and
  * its descriptors duplicated), a later send queues behind it, flush
  * finishes both once a child drains, and the child gets each message once. */
@@ -470,12 +482,8 @@ static void framed_queue_and_flush(void)
         if (TYPES[t] == SOCK_SEQPACKET)
             CHECK_EQ(held, 1);
         /* a second message behind it: not sent, its 3 fds duplicated */
-        int fds[3];
-        for (int i = 0; i < 3; i++)
-            fds[i] = tagged_fd(n * 100000 + i);
-        CHECK_EQ(fdpass_send(c, "end", 3, fds, 3, 0), -EAGAIN);
+        CHECK_EQ(send_end(c, n, 0), -EAGAIN);
         CHECK_EQ(fdpass_pending(c), 2);
-        close_fds(fds, 3);
         CHECK_EQ(ctest_fdcount(), base + held + 3);
         long long t0 = now_ms();
         CHECK_EQ(fdpass_flush(c, 50), -ETIMEDOUT);
@@ -508,12 +516,7 @@ static void framed_send_flushes_queue_first(void)
         CHECK_EQ(r, -EAGAIN);
         pid_t pid = child_drainer(sv[1], n + 1, 100);
         CHECK(pid > 0);
-        int fds[3];
-        for (int i = 0; i < 3; i++)
-            fds[i] = tagged_fd(n * 100000 + i);
-        r = fdpass_send(c, "end", 3, fds, 3, 10000);
-        close_fds(fds, 3);
-        CHECK_EQ(r, 0);
+        CHECK_EQ(send_end(c, n, 10000), 0);
         CHECK_EQ(fdpass_pending(c), 0);
         int code = wait_child(pid);
         fdpass_chan_free(c);
@@ -861,6 +864,12 @@ static void framed_eintr_with_timeout(void)
     eintr_case(SOCK_STREAM, 5000);
 }
 
+static long long recv_nothing(void *c, int timeout_ms)
+{
+    fdpass_msg m;
+    return fdpass_recv(c, &m, timeout_ms);
+}
+
 /* Signals every 20 ms do not stretch a 300 ms receive timeout. */
 static void framed_eintr_deadline_kept(void)
 {
@@ -868,20 +877,9 @@ static void framed_eintr_deadline_kept(void)
     CHECK_EQ(fdpass_socketpair(SOCK_STREAM, sv), 0);
     fdpass_chan *c = fdpass_chan_new(sv[1], NULL);
     CHECK(c);
-    struct sigaction old;
-    alarm_every(20, 20, &old);
-    long long t0 = now_ms();
-    fdpass_msg m;
-    int r = fdpass_recv(c, &m, 300);
-    long long took = now_ms() - t0;
-    alarm_off(&old);
-    int seen = alarms;
+    check_deadline_under_signals(recv_nothing, c);
     fdpass_chan_free(c);
     close_fds(sv, 2);
-    CHECK_EQ(r, -ETIMEDOUT);
-    CHECK(seen >= 5);
-    CHECK(took >= 300);
-    CHECK(took < 900);
 }
 
 /* A blocking send of 1 MiB + 600 fds, interrupted by signals while the
@@ -932,14 +930,9 @@ static void framed_eintr_during_send(void)
  * the channel answers FDPASS_EBROKEN to later sends and flushes. */
 static void framed_epipe_no_sigpipe(void)
 {
-    fflush(stdout);
-    pid_t pid = fork();
+    pid_t pid = fork_with_sigpipe();
     CHECK(pid >= 0);
     if (pid == 0) {
-        signal(SIGPIPE, SIG_DFL);
-        sigset_t none;
-        sigemptyset(&none);
-        sigprocmask(SIG_SETMASK, &none, NULL);
         for (int t = 0; t < 2; t++) {
             int sv[2];
             if (fdpass_socketpair(TYPES[t], sv) < 0)
@@ -969,11 +962,9 @@ static void framed_epipe_no_sigpipe(void)
  * descriptors are released. */
 static void framed_epipe_while_queued(void)
 {
-    fflush(stdout);
-    pid_t pid = fork();
+    pid_t pid = fork_with_sigpipe();
     CHECK(pid >= 0);
     if (pid == 0) {
-        signal(SIGPIPE, SIG_DFL);
         for (int t = 0; t < 2; t++) {
             int sv[2];
             if (fdpass_socketpair(TYPES[t], sv) < 0)

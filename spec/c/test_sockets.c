@@ -47,6 +47,21 @@ static int exchange_works(int a, int b)
     return tag == 123;
 }
 
+/* Connects to addr and accepts that connection on l, both within a
+ * second: 0, or -1 with nothing left open. */
+static int connect_accept(const char *addr, int type, int l, int *c, int *a)
+{
+    *c = fdpass_connect(addr, type, 1000);
+    if (*c < 0)
+        return -1;
+    *a = fdpass_accept(l, 1000);
+    if (*a < 0) {
+        close(*c);
+        return -1;
+    }
+    return 0;
+}
+
 static void sockets_socketpair(void)
 {
     static const int types[] = { SOCK_SEQPACKET, SOCK_STREAM };
@@ -79,10 +94,8 @@ static void sockets_abstract_listen_connect(void)
     CHECK_EQ(getfl(l) & O_NONBLOCK, O_NONBLOCK);
     CHECK_EQ(getfdflags(l) & FD_CLOEXEC, FD_CLOEXEC);
     CHECK_EQ(fdpass_listen(name, SOCK_SEQPACKET, 8, 0), -EADDRINUSE);
-    int c = fdpass_connect(name, SOCK_SEQPACKET, 1000);
-    CHECK(c >= 0);
-    int a = fdpass_accept(l, 1000);
-    CHECK(a >= 0);
+    int c, a;
+    CHECK_EQ(connect_accept(name, SOCK_SEQPACKET, l, &c, &a), 0);
     CHECK_EQ(getfl(a) & O_NONBLOCK, 0);
     CHECK_EQ(getfdflags(a) & FD_CLOEXEC, FD_CLOEXEC);
     CHECK_EQ(getfl(c) & O_NONBLOCK, 0);
@@ -113,10 +126,8 @@ static void sockets_abstract_full_length(void)
     name[108] = 0;
     int l = fdpass_listen(name, SOCK_STREAM, 4, 0);
     CHECK(l >= 0);
-    int c = fdpass_connect(name, SOCK_STREAM, 1000);
-    CHECK(c >= 0);
-    int a = fdpass_accept(l, 1000);
-    CHECK(a >= 0);
+    int c, a;
+    CHECK_EQ(connect_accept(name, SOCK_STREAM, l, &c, &a), 0);
     fdpass_fdinfo fi;
     CHECK_EQ(fdpass_fdinfo_get(l, &fi), 0);
     CHECK_STR(fi.local, name);
@@ -161,10 +172,8 @@ static void sockets_path_listen_connect(void)
     struct stat st;
     CHECK_EQ(lstat(path, &st), 0);
     CHECK(S_ISSOCK(st.st_mode));
-    int c = fdpass_connect(path, SOCK_STREAM, 1000);
-    CHECK(c >= 0);
-    int a = fdpass_accept(l, 1000);
-    CHECK(a >= 0);
+    int c, a;
+    CHECK_EQ(connect_accept(path, SOCK_STREAM, l, &c, &a), 0);
     CHECK_EQ(getfl(a) & O_NONBLOCK, 0);
     CHECK(exchange_works(c, a));
     fdpass_fdinfo fi;
@@ -229,10 +238,8 @@ static void sockets_stale_replaced(void)
     int l = fdpass_listen(path, SOCK_STREAM, 4, 0);
     CHECK(l >= 0);
     CHECK_EQ(mode_of(path), 0600);
-    int c = fdpass_connect(path, SOCK_STREAM, 1000);
-    CHECK(c >= 0);
-    int a = fdpass_accept(l, 1000);
-    CHECK(a >= 0);
+    int c, a;
+    CHECK_EQ(connect_accept(path, SOCK_STREAM, l, &c, &a), 0);
     CHECK(exchange_works(c, a));
     close(a);
     close(c);
@@ -255,10 +262,8 @@ static void sockets_live_eaddrinuse(void)
     CHECK_EQ(lstat(path, &after), 0);
     CHECK_EQ(after.st_ino, before.st_ino);
     /* and it still answers */
-    int c = fdpass_connect(path, SOCK_STREAM, 1000);
-    CHECK(c >= 0);
-    int a = fdpass_accept(l, 1000);
-    CHECK(a >= 0);
+    int c, a;
+    CHECK_EQ(connect_accept(path, SOCK_STREAM, l, &c, &a), 0);
     CHECK(exchange_works(a, c));
     close(a);
     close(c);
@@ -606,10 +611,8 @@ static void fdinfo_unix_sockets(void)
     CHECK_EQ(fi.nonblock, 1);
     CHECK_EQ(fi.cloexec, 1);
     CHECK(strncmp(fi.path, "socket:[", 8) == 0);
-    int c = fdpass_connect(name, SOCK_SEQPACKET, 1000);
-    CHECK(c >= 0);
-    int a = fdpass_accept(l, 1000);
-    CHECK(a >= 0);
+    int c, a;
+    CHECK_EQ(connect_accept(name, SOCK_SEQPACKET, l, &c, &a), 0);
     CHECK_EQ(fdpass_fdinfo_get(a, &fi), 0);
     CHECK_EQ(fi.listening, 0);
     CHECK_STR(fi.local, name);
@@ -920,29 +923,11 @@ static void error_names(void)
     CHECK(fdpass_strerror(-99999) != NULL);
 }
 
-static void cleanup_dir(void)
-{
-    DIR *d = opendir(dir);
-    struct dirent *e;
-    char p[400];
-    while (d && (e = readdir(d)))
-        if (e->d_name[0] != '.') {
-            snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-            unlink(p);
-        }
-    if (d)
-        closedir(d);
-    rmdir(dir);
-}
-
 int main(void)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
-    strcpy(dir, "/tmp/fdpass-ctest-XXXXXX");
-    if (!mkdtemp(dir)) {
-        perror("mkdtemp");
+    if (make_tmpdir(dir, sizeof dir) < 0)
         return 1;
-    }
     snprintf(abs_base, sizeof abs_base, "@fdpass-ctest-%d", (int)getpid());
     RUN(sockets_socketpair);
     RUN(sockets_abstract_listen_connect);
@@ -971,6 +956,6 @@ int main(void)
     RUN(wait_exit_status_and_eintr);
     RUN(wait_without_pidfd_open);
     RUN(error_names);
-    cleanup_dir();
+    remove_tmpdir(dir);
     CTEST_END();
 }

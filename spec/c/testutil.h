@@ -187,6 +187,23 @@ static inline void alarm_off(const struct sigaction *old)
     sigprocmask(SIG_SETMASK, &prev, NULL);
 }
 
+/* Runs op(arg, 300) while SIGALRM comes every 20 ms: signals must not
+ * stretch the 300 ms timeout, nor end the wait early. */
+static inline void check_deadline_under_signals(long long (*op)(void *arg, int timeout_ms), void *arg)
+{
+    struct sigaction old;
+    alarm_every(20, 20, &old);
+    long long t0 = now_ms();
+    long long r = op(arg, 300);
+    long long took = now_ms() - t0;
+    alarm_off(&old);
+    int seen = alarms;
+    CHECK_EQ(r, -ETIMEDOUT);
+    CHECK(seen >= 5);
+    CHECK(took >= 300);
+    CHECK(took < 900);
+}
+
 /* Bytes with a pattern that catches reordering and shifts. */
 static inline void fill_pattern(unsigned char *p, size_t n, unsigned seed)
 {
@@ -226,6 +243,50 @@ static inline ssize_t read_all_ms(int fd, char *buf, size_t cap, int limit_ms)
     }
     buf[got] = 0;
     return (ssize_t)got;
+}
+
+/* A private directory for path sockets, made in main before the tests. */
+static inline int make_tmpdir(char *dir, size_t cap)
+{
+    snprintf(dir, cap, "/tmp/fdpass-ctest-XXXXXX");
+    if (!mkdtemp(dir)) {
+        perror("mkdtemp");
+        return -1;
+    }
+    return 0;
+}
+
+/* Removes make_tmpdir's directory and whatever a test left in it. */
+static inline void remove_tmpdir(const char *dir)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    char p[400];
+    while (d && (e = readdir(d)))
+        if (e->d_name[0] != '.') {
+            snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+            unlink(p);
+        }
+    if (d)
+        closedir(d);
+    rmdir(dir);
+}
+
+/* A child where SIGPIPE has its default disposition and is not blocked,
+ * so that a SIGPIPE the library let through would kill it. stdout is
+ * flushed first so that the child does not print the parent's output
+ * again. */
+static inline pid_t fork_with_sigpipe(void)
+{
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        signal(SIGPIPE, SIG_DFL);
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+    }
+    return pid;
 }
 
 #endif
