@@ -11,23 +11,7 @@ local socket = require "socket"
 local now = socket.gettime
 local KINDS = { "seqpacket", "stream" }
 
--- Asserts a failure result: nil, "what: ...", code.
--- assert_fails(code, what, f(...)): the call's results come last so that
--- none is cut off.
-local function assert_fails(code, what, ok, msg, got, extra)
-  lu.assertNil(ok, "expected " .. code .. ", got a result")
-  lu.assertEquals(got, code, msg)
-  lu.assertEquals(type(msg), "string")
-  lu.assertNil(extra)
-  lu.assertEquals(msg:sub(1, #what + 2), what .. ": ")
-  return msg
-end
-
-local function assert_raises(pattern, fn, ...)
-  local ok, err = pcall(fn, ...)
-  lu.assertFalse(ok, "expected an error matching " .. pattern)
-  lu.assertStrContains(tostring(err), pattern)
-end
+local assert_fails, assert_raises = H.assert_fails, H.assert_raises
 
 -- Every byte value, NULs included, repeated to n bytes.
 local function binary(n)

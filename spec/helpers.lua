@@ -251,4 +251,43 @@ function H.check_numbered(fds, n, prefix)
   lu.assertEquals(bad, {}, "descriptors out of place")
 end
 
+--- Asserts a failure result: nil, "what: ...", code, and nothing after.
+-- H.assert_fails(code, what, f(...)): the call's results come last so that
+-- none is cut off. Returns the message.
+function H.assert_fails(code, what, ok, msg, got, extra)
+  lu.assertNil(ok, "expected " .. code .. ", got a result")
+  lu.assertEquals(got, code, msg)
+  lu.assertEquals(type(msg), "string")
+  lu.assertNil(extra)
+  lu.assertEquals(msg:sub(1, #what + 2), what .. ": ")
+  return msg
+end
+
+--- Asserts that fn(...) raises an error whose text contains `text` (plain).
+function H.assert_raises(text, fn, ...)
+  local ok, err = pcall(fn, ...)
+  lu.assertFalse(ok, "expected an error matching " .. text)
+  lu.assertStrContains(tostring(err), text)
+end
+
+-- ---- servers and processes ------------------------------------------------
+
+--- A TCP port on 127.0.0.1 that was free a moment ago (for a server that
+-- must be told its port before it binds).
+function H.free_port()
+  local l = assert(fdpass.tcp_listen("127.0.0.1", 0))
+  local port = tonumber(l:info().addr:match(":(%d+)$"))
+  l:close()
+  return port
+end
+
+--- Gone, or a zombie nobody reaps yet (a process that is not our child).
+function H.gone_or_zombie(pid)
+  local f = io.open("/proc/" .. pid .. "/stat")
+  if not f then return true end
+  local stat = f:read("*a")
+  f:close()
+  return stat:match("^%d+ %b() (%u)") == "Z"
+end
+
 return H

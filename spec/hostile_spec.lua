@@ -19,15 +19,7 @@ local function hdr(t)
     nfds, len, t.total_len or len, t.total_fds or nfds)
 end
 
--- assert_fails(code, what, f(...)): the call's results come last so that
--- none is cut off.
-local function assert_fails(code, what, ok, msg, got, extra)
-  lu.assertNil(ok, "expected " .. code .. ", got a result")
-  lu.assertEquals(got, code, msg)
-  lu.assertNil(extra)
-  lu.assertEquals(msg:sub(1, #what + 2), what .. ": ")
-  return msg
-end
+local assert_fails = H.assert_fails
 
 -- The receiver's next recv fails with `code` (its message containing
 -- `detail`), every descriptor that came is closed at once (not by the
@@ -53,6 +45,21 @@ local function send_raw(a, records)
   end
 end
 
+-- A new pair of `kind`; the records make(fds) returns (fds: n fresh
+-- descriptors, closed once sent) go raw from one end, and the other's recv
+-- must then fail with `code`. prepare(b), if given, first sets up the
+-- receiving end.
+local function expect_refused(kind, n, make, code, detail, prepare)
+  local a, b = assert(fdpass.socketpair(kind))
+  if prepare then prepare(b) end
+  local fds = H.fds(n)
+  send_raw(a, make(fds))
+  H.close_all(fds)
+  expect_broken(b, code, detail)
+  a:close()
+  b:close()
+end
+
 local T = {}
 
 for _, kind in ipairs(KINDS) do
@@ -63,13 +70,7 @@ for _, kind in ipairs(KINDS) do
   -- One hostile case: `records` sent raw, then recv must fail with code.
   local function case(name, code, detail, make)
     T[("test_%s_%s"):format(kind, name)] = function()
-      local a, b = pair()
-      local fds = H.fds(300)
-      send_raw(a, make(fds))
-      H.close_all(fds)
-      expect_broken(b, code, detail)
-      a:close()
-      b:close()
+      expect_refused(kind, 300, make, code, detail)
     end
   end
 
@@ -188,65 +189,50 @@ for _, kind in ipairs(KINDS) do
 
   -- Thousands of descriptors nobody asked for, over several records.
   T["test_" .. kind .. "_flood_announced_over_fd_limit"] = function()
-    local a, b = pair()
-    local fds = H.fds(253)
-    local recs = {}
-    for i = 1, 20 do -- 5060 descriptors, honestly announced: over 4096
-      recs[i] = { hdr { flags = (i > 1 and F_CONT or 0) + (i < 20 and F_MORE or 0), nfds = 253,
-                        len = 1, total_len = 20, total_fds = 5060 } .. "x", fds }
-    end
-    send_raw(a, recs)
-    H.close_all(fds)
-    expect_broken(b, "EMSGSIZE", "message with 5060 descriptors, the limit is 4096")
-    a:close()
-    b:close()
+    expect_refused(kind, 253, function(fds)
+      local recs = {}
+      for i = 1, 20 do -- 5060 descriptors, honestly announced: over 4096
+        recs[i] = { hdr { flags = (i > 1 and F_CONT or 0) + (i < 20 and F_MORE or 0), nfds = 253,
+                          len = 1, total_len = 20, total_fds = 5060 } .. "x", fds }
+      end
+      return recs
+    end, "EMSGSIZE", "message with 5060 descriptors, the limit is 4096")
   end
 
   T["test_" .. kind .. "_flood_past_announced_total"] = function()
     -- announces 1000, sends 20 records of 253: refused at the fourth, with
     -- the 759 already taken closed
-    local a, b = pair()
-    local fds = H.fds(253)
-    local recs = {}
-    for i = 1, 20 do
-      recs[i] = { hdr { flags = (i > 1 and F_CONT or 0) + F_MORE, nfds = 253, len = 1,
-                        total_len = 20, total_fds = 1000 } .. "x", fds }
-    end
-    send_raw(a, recs)
-    H.close_all(fds)
-    expect_broken(b, "EPROTO", "more than the message announced")
-    a:close()
-    b:close()
+    expect_refused(kind, 253, function(fds)
+      local recs = {}
+      for i = 1, 20 do
+        recs[i] = { hdr { flags = (i > 1 and F_CONT or 0) + F_MORE, nfds = 253, len = 1,
+                          total_len = 20, total_fds = 1000 } .. "x", fds }
+      end
+      return recs
+    end, "EPROTO", "more than the message announced")
   end
 
   T["test_" .. kind .. "_flood_unannounced"] = function()
     -- records that announce no descriptors and carry 253 each
-    local a, b = pair()
-    local fds = H.fds(253)
-    local recs = {}
-    for i = 1, 16 do
-      recs[i] = { hdr { flags = (i > 1 and F_CONT or 0) + (i < 16 and F_MORE or 0), len = 1,
-                        total_len = 16 } .. "x", fds }
-    end
-    send_raw(a, recs)
-    H.close_all(fds)
-    expect_broken(b, "EFDCOUNT", "record announced 0 descriptors, 253 arrived")
-    a:close()
-    b:close()
+    expect_refused(kind, 253, function(fds)
+      local recs = {}
+      for i = 1, 16 do
+        recs[i] = { hdr { flags = (i > 1 and F_CONT or 0) + (i < 16 and F_MORE or 0), len = 1,
+                          total_len = 16 } .. "x", fds }
+      end
+      return recs
+    end, "EFDCOUNT", "record announced 0 descriptors, 253 arrived")
   end
 
   T["test_" .. kind .. "_flood_under_a_lowered_limit"] = function()
-    local a, b = pair()
-    b:limits({ max_fds = 500 })
-    local fds = H.fds(253)
-    send_raw(a, {
-      { hdr { flags = F_MORE, nfds = 253, len = 0, total_len = 0, total_fds = 506 }, fds },
-      { hdr { flags = F_CONT, nfds = 253, len = 0, total_len = 0, total_fds = 506 }, fds },
-    })
-    H.close_all(fds)
-    expect_broken(b, "EMSGSIZE", "message with 506 descriptors, the limit is 500")
-    a:close()
-    b:close()
+    expect_refused(kind, 253, function(fds)
+      return {
+        { hdr { flags = F_MORE, nfds = 253, len = 0, total_len = 0, total_fds = 506 }, fds },
+        { hdr { flags = F_CONT, nfds = 253, len = 0, total_len = 0, total_fds = 506 }, fds },
+      }
+    end, "EMSGSIZE", "message with 506 descriptors, the limit is 500", function(b)
+      b:limits({ max_fds = 500 })
+    end)
   end
 
   T["test_" .. kind .. "_hostile_process"] = function()
@@ -332,56 +318,36 @@ end
 T.test_stream_fds_on_two_header_parts_over_room = function()
   -- 253 descriptors on the first half of a header and 253 on the second:
   -- more than one record may carry, the kernel is told to drop the rest
-  local a, b = assert(fdpass.socketpair("stream"))
-  local fds = H.fds(253)
   local h = hdr { nfds = 253, len = 1 }
-  send_raw(a, { { h:sub(1, 10), fds }, { h:sub(11) .. "x", fds } })
-  H.close_all(fds)
-  expect_broken(b, "ECTRUNC", "dropped")
-  a:close()
-  b:close()
+  expect_refused("stream", 253, function(fds)
+    return { { h:sub(1, 10), fds }, { h:sub(11) .. "x", fds } }
+  end, "ECTRUNC", "dropped")
 end
 
 -- Seqpacket-only: record boundaries make lies about length visible.
 
 T.test_seqpacket_short_record = function()
-  local a, b = assert(fdpass.socketpair("seqpacket"))
-  local fds = H.fds(3)
-  send_raw(a, { { "FDPS\1", fds } })
-  H.close_all(fds)
-  expect_broken(b, "EPROTO", "record of 5 bytes is shorter than a header")
-  a:close()
-  b:close()
+  expect_refused("seqpacket", 3, function(fds)
+    return { { "FDPS\1", fds } }
+  end, "EPROTO", "record of 5 bytes is shorter than a header")
 end
 
 T.test_seqpacket_less_payload_than_announced = function()
-  local a, b = assert(fdpass.socketpair("seqpacket"))
-  local fds = H.fds(1)
-  send_raw(a, { { hdr { nfds = 1, len = 100 } .. ("z"):rep(10), fds } })
-  H.close_all(fds)
-  expect_broken(b, "EPROTO", "record announces 100 bytes, carries 10")
-  a:close()
-  b:close()
+  expect_refused("seqpacket", 1, function(fds)
+    return { { hdr { nfds = 1, len = 100 } .. ("z"):rep(10), fds } }
+  end, "EPROTO", "record announces 100 bytes, carries 10")
 end
 
 T.test_seqpacket_more_payload_than_announced = function()
-  local a, b = assert(fdpass.socketpair("seqpacket"))
-  local fds = H.fds(1)
-  send_raw(a, { { hdr { nfds = 1, len = 5 } .. ("z"):rep(50), fds } })
-  H.close_all(fds)
-  expect_broken(b, "EPROTO", "record announces 5 bytes, carries 50")
-  a:close()
-  b:close()
+  expect_refused("seqpacket", 1, function(fds)
+    return { { hdr { nfds = 1, len = 5 } .. ("z"):rep(50), fds } }
+  end, "EPROTO", "record announces 5 bytes, carries 50")
 end
 
 T.test_seqpacket_record_over_receive_buffer = function()
-  local a, b = assert(fdpass.socketpair("seqpacket"))
-  local fds = H.fds(2)
-  send_raw(a, { { hdr { nfds = 2, len = 65536 } .. ("z"):rep(70000), fds } })
-  H.close_all(fds)
-  expect_broken(b, "EMSGSIZE", "record larger than")
-  a:close()
-  b:close()
+  expect_refused("seqpacket", 2, function(fds)
+    return { { hdr { nfds = 2, len = 65536 } .. ("z"):rep(70000), fds } }
+  end, "EMSGSIZE", "record larger than")
 end
 
 T.test_seqpacket_empty_record_with_fds_from_python = function()

@@ -654,14 +654,9 @@ local uv = require "luv"
 lib.warm_luv(uv)
 ]]
 
-TestLuv = H.suite {
-  test_tcp_listener_is_opened_in_the_child = function()
-    need(uv, no_luv)
-    local t = uv.new_tcp()
-    assert(t:bind("127.0.0.1", 0))
-    assert(t:listen(16, function() end))
-    local port = t:getsockname().port
-    local ch, proc = peer(LUV_CHILD .. [[
+-- A luv child that takes the one descriptor it is sent into a tcp handle
+-- t (its number n; base: the descriptor count before).
+local LUV_ADOPT = LUV_CHILD .. [[
 local base = fdpass.fdcount()
 local _, fds = assert(ch:recv(10))
 local n = fds[1]:fileno()
@@ -670,6 +665,16 @@ local t = uv.new_tcp()
 handles.t = t
 assert(t:open(fds[1]:detach()))
 fds = nil
+]]
+
+TestLuv = H.suite {
+  test_tcp_listener_is_opened_in_the_child = function()
+    need(uv, no_luv)
+    local t = uv.new_tcp()
+    assert(t:bind("127.0.0.1", 0))
+    assert(t:listen(16, function() end))
+    local port = t:getsockname().port
+    local ch, proc = peer(LUV_ADOPT .. [[
 assert(t:fileno() == n)
 assert(ch:send("adopted"))
 local deadline = lib.uv_deadline(uv, 10, handles)
@@ -746,15 +751,7 @@ report { base = base, now = fdpass.fdcount() }
     -- read_stop before this line was sent: it waits in the kernel
     assert(lib.write_all(a, "in flight\n"))
     local cport = t:getsockname().port
-    local ch, proc = peer(LUV_CHILD .. [[
-local base = fdpass.fdcount()
-local _, fds = assert(ch:recv(10))
-local n = fds[1]:fileno()
-local handles = {}
-local t = uv.new_tcp()
-handles.t = t
-assert(t:open(fds[1]:detach()))
-fds = nil
+    local ch, proc = peer(LUV_ADOPT .. [[
 local port = t:getsockname().port
 local deadline = lib.uv_deadline(uv, 10, handles)
 local buf, said = "", 0

@@ -190,12 +190,7 @@ local function stop_app()
   env.app_proc = nil
 end
 
-local function free_port()
-  local l = assert(fdpass.tcp_listen("127.0.0.1", 0))
-  local port = tonumber(l:info().addr:match(":(%d+)$"))
-  l:close()
-  return port
-end
+local free_port = H.free_port
 
 -- KILLs nginx's master, then its workers, which would outlive it: they
 -- are listed first (by their parent pid in /proc), and killed only after

@@ -13,21 +13,7 @@ local socket = require "socket"
 local now = socket.gettime
 local KINDS = { "seqpacket", "stream" }
 
--- assert_fails(code, what, f(...)): the call's results come last so that
--- none is cut off.
-local function assert_fails(code, what, ok, msg, got, extra)
-  lu.assertNil(ok, "expected " .. code .. ", got a result")
-  lu.assertEquals(got, code, msg)
-  lu.assertNil(extra)
-  lu.assertEquals(msg:sub(1, #what + 2), what .. ": ")
-  return msg
-end
-
-local function assert_raises(pattern, fn, ...)
-  local ok, err = pcall(fn, ...)
-  lu.assertFalse(ok, "expected an error matching " .. pattern)
-  lu.assertStrContains(tostring(err), pattern)
-end
+local assert_fails, assert_raises = H.assert_fails, H.assert_raises
 
 -- The 20-byte record header, as framing.c lays it out: "<c4BBI2I4I4I4".
 local function unpack_header(s)

@@ -167,12 +167,7 @@ end
 
 -- ---- socket activation through systemd-socket-activate ------------------------
 
-local function free_port()
-  local l = assert(fdpass.tcp_listen("127.0.0.1", 0))
-  local port = tonumber(l:info().addr:match(":(%d+)$"))
-  l:close()
-  return port
-end
+local free_port = H.free_port
 
 -- What the activated child needs from our environment: the activator
 -- passes on only what it is told (-E), LISTEN_* and nothing else.
@@ -622,13 +617,7 @@ end
 
 -- ---- fdpass.upgrade under systemd -------------------------------------------------
 
-local function gone_or_zombie(pid)
-  local f = io.open("/proc/" .. pid .. "/stat")
-  if not f then return true end
-  local stat = f:read("*a")
-  f:close()
-  return stat:match("^%d+ %b() (%u)") == "Z"
-end
+local gone_or_zombie = H.gone_or_zombie
 
 local function stop(pid)
   if gone_or_zombie(pid) then return end

@@ -31,8 +31,10 @@ local function real_copy(mode, ...)
 end
 
 -- An impostor: `lua -e` whose code sees globals fdpass, ch (the channel on
--- descriptor 3), send(msg, [fds]), recv([timeout]) -> msg, fds and hello();
--- it has already written "pid N" to its stderr.
+-- descriptor 3), send(msg, [fds]), recv([timeout]) -> msg, fds, hello() and
+-- ready() (takes WELCOME, FDS and STATE, closing what they carry, and
+-- answers READY claiming "http"); it has already written "pid N" to its
+-- stderr.
 local PRELUDE = [[
 fdpass = require "fdpass"
 io.stderr:write(("pid %d\n"):format(fdpass.getpid()))
@@ -44,6 +46,14 @@ function recv(timeout)
   return fdpass.decode(data), fds
 end
 function hello() send { t = "HELLO", versions = { 1 }, pid = fdpass.getpid() } end
+function ready()
+  for _, want in ipairs { "WELCOME", "FDS", "STATE" } do
+    local m, fds = assert(recv())
+    assert(m.t == want, m.t)
+    for _, f in ipairs(fds) do f:close() end
+  end
+  send { t = "READY", claimed = { "http" }, unclaimed = {} }
+end
 ]]
 local function impostor(code)
   return { H.lua, "-e", PRELUDE .. code }
@@ -315,12 +325,7 @@ end
 T.test_dies_after_ready_before_commit_phase_commit = function()
   local up, l = serving(impostor [[
     hello()
-    for _, want in ipairs { "WELCOME", "FDS", "STATE" } do
-      local m, fds = assert(recv())
-      assert(m.t == want, m.t)
-      for _, f in ipairs(fds) do f:close() end
-    end
-    send { t = "READY", claimed = { "http" }, unclaimed = {} }
+    ready()
     io.stderr:write("READY sent, leaving\n")
     os.exit(0)
   ]])
@@ -332,12 +337,7 @@ end
 T.test_never_says_committed_deadline_phase_commit = function()
   local up, l = serving(impostor [[
     hello()
-    for _, want in ipairs { "WELCOME", "FDS", "STATE" } do
-      local m, fds = assert(recv())
-      assert(m.t == want, m.t)
-      for _, f in ipairs(fds) do f:close() end
-    end
-    send { t = "READY", claimed = { "http" }, unclaimed = {} }
+    ready()
     local m = assert(recv())
     io.stderr:write(("got %s, not answering\n"):format(m.t))
     fdpass.poll({}, nil, 10)
@@ -628,15 +628,8 @@ local function get(c)
   end
 end
 
--- Gone, or a zombie nobody reaps yet (a generation after the first is
--- not our child).
-local function gone_or_zombie(pid)
-  local f = io.open("/proc/" .. pid .. "/stat")
-  if not f then return true end
-  local stat = f:read("*a")
-  f:close()
-  return stat:match("^%d+ %b() (%u)") == "Z"
-end
+-- a generation after the first is not our child: it may stay a zombie
+local gone_or_zombie = H.gone_or_zombie
 
 local function wait_gone(pid, timeout)
   local deadline = now() + (timeout or 5)
