@@ -22,6 +22,10 @@ build = {
     fdpass = "lua/fdpass.lua",
     ["fdpass.upgrade"] = "lua/fdpass/upgrade.lua",
     ["fdpass.systemd"] = "lua/fdpass/systemd.lua",
+    ["fdpass.os"] = "lua/fdpass/os.lua",
+    ["fdpass.net"] = "lua/fdpass/net.lua",
+    ["fdpass.loop"] = "lua/fdpass/loop.lua",
+    ["fdpass.codec"] = "lua/fdpass/codec.lua",
     ["fdpass.core"] = {
       -- the binding carries libfdpass inside it: nothing else to install.
       -- Every src/lua/*.c and src/lib/*.c, as the Makefile builds it:
