@@ -69,7 +69,7 @@ $(PCFILE): src/lib/fdpass.pc.in Makefile
 
 # The Lua module carries the library inside it, so that `require "fdpass"`
 # needs nothing installed beside it.
-$(BUILD)/lua$(LUA_VERSION)/%.o: src/lua/%.c src/lua/binding.h src/lua/compat.h src/lib/fdpass.h | deps
+$(BUILD)/lua$(LUA_VERSION)/%.o: src/lua/%.c $(wildcard src/lua/*.h) src/lib/fdpass.h | deps
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -Isrc/lib $$(pkg-config --cflags $(LUA_PC)) -c $< -o $@
 
@@ -179,7 +179,7 @@ fuzz-deps:
 $(FUZZ_BUILD)/fuzz_records: fuzz/fuzz_records.c fuzz/fuzz_common.h $(LIB_SRC) src/lib/fdpass.h src/lib/internal.h | fuzz-deps
 	@mkdir -p $(@D)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -Isrc/lib $< $(LIB_SRC) -o $@
-$(FUZZ_BUILD)/fuzz_%: fuzz/fuzz_%.c fuzz/fuzz_common.h $(LIB_SRC) $(LUA_SRC) src/lib/fdpass.h src/lib/internal.h src/lua/binding.h src/lua/compat.h | fuzz-deps deps
+$(FUZZ_BUILD)/fuzz_%: fuzz/fuzz_%.c fuzz/fuzz_common.h $(LIB_SRC) $(LUA_SRC) src/lib/fdpass.h src/lib/internal.h $(wildcard src/lua/*.h) | fuzz-deps deps
 	@mkdir -p $(@D)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -Isrc/lib $$(pkg-config --cflags $(LUA_PC)) $< $(LIB_SRC) $(LUA_SRC) -o $@ $$(pkg-config --libs $(LUA_PC)) -lm
 fuzz-corpus: all

@@ -22,14 +22,17 @@ fdpass.socketpair = core.socketpair
 -- @tparam[opt] table|string opts a kind, or `{kind=, mode=0600, backlog=}`;
 --   a path socket gets exactly `mode` whatever the umask
 -- @return server
-function fdpass.listen(addr, opts)
-  if type(opts) == "string" then opts = { kind = opts } end
-  if opts ~= nil and type(opts) ~= "table" then
-    error("bad argument #2 to 'listen' (table or kind expected, got " .. type(opts) .. ")", 2)
-  end
-  opts = opts or {}
-  return core.listen(addr, opts.kind, opts.mode, opts.backlog)
-end
+-- @function listen
+fdpass.listen = core.listen
+
+--- Adopt a listening AF_UNIX socket this process was handed (an upgrade's
+-- new copy, socket activation) as a server.
+-- @function server
+-- @param x an fd object, which hands its descriptor over, or an integer,
+--   which is adopted; either is left as it was when it is refused
+-- @return server, or `nil, msg, code`: `ENOTSOCK`, `EAFNOSUPPORT` (not
+--   AF_UNIX), `EPROTOTYPE`, `EINVAL` (not listening)
+fdpass.server = core.server
 
 --- Connect to a server.
 -- @function connect
@@ -107,10 +110,8 @@ fdpass.nofile = core.nofile
 --   The child starts with no signal blocked.
 -- @return process with `pid()`, `wait([timeout])` -> "exit"|"signal", n,
 --   and `kill([signal])`
-function fdpass.spawn(argv, opts)
-  opts = opts or {}
-  return core.spawn(argv, opts.fds, opts.env, opts.setenv)
-end
+-- @function spawn
+fdpass.spawn = core.spawn
 
 --- This process's pid.
 -- @function getpid

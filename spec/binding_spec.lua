@@ -29,7 +29,7 @@ local before = blocked()
 fos.nofile(64)
 local keep = {}
 while true do
-  local d = fdpass.dup(0)
+  local d = fdpass.dup(2)
   if not d then break end
   keep[#keep + 1] = d
 end
@@ -128,15 +128,15 @@ T.test_argument_errors_name_the_function_on_every_lua = function()
   H.assert_raises("bad argument #1 to 'socketpair' (invalid option 'dgram')", fdpass.socketpair, "dgram")
   H.assert_raises("bad argument #1 to 'channel:send' (string expected, got table)", a.send, a, {})
   H.assert_raises("bad self to 'channel:send' (fdpass.channel expected, got number)", a.send, 123, "x")
-  H.assert_raises("bad argument #2 to 'channel:send' (fdpass.fd, integer, io file or object with "
-    .. "getfd/pollfd/fileno expected, got boolean)", a.send, a, "x", { true })
-  H.assert_raises("bad argument #1 to 'dup' (fdpass.fd, integer, io file or object with "
-    .. "getfd/pollfd/fileno expected, got table)", fdpass.dup, {})
+  H.assert_raises("bad argument #2 to 'channel:send' (cannot take a descriptor from a boolean value (an "
+    .. "fdpass.fd, integer, io file or object with getfd/pollfd/fileno expected))", a.send, a, "x", { true })
+  H.assert_raises("bad argument #1 to 'dup' (cannot take a descriptor from a table value", fdpass.dup, {})
   H.assert_raises("bad argument #1 to 'kill' (number expected, got string)", fos.kill, "x")
   H.assert_raises("bad argument #1 to 'decode' (string expected, got table)", codec.decode, {})
-  H.assert_raises("bad argument #1 to 'fd:close' (fdpass.fd expected, got channel)", fdpass.fd(0).close, a)
-  a:close()
-  b:close()
+  local r, w = fos.pipe()
+  H.assert_raises("bad self to 'fd:close' (fdpass.fd expected, got fdpass.channel)", r.close, a)
+  H.assert_raises("bad argument #1 to 'fd:read' (number expected, got table)", r.read, r, {})
+  for _, x in ipairs { r, w, a, b } do x:close() end
 end
 
 -- ---- servers -----------------------------------------------------------------

@@ -129,23 +129,6 @@ static inline void compat_setmetatable(lua_State *L, const char *tname)
 }
 #define luaL_setmetatable compat_setmetatable
 
-static inline int compat_fileresult(lua_State *L, int ok, const char *fname)
-{
-    int err = errno;
-    if (ok) {
-        lua_pushboolean(L, 1);
-        return 1;
-    }
-    lua_pushnil(L);
-    if (fname)
-        lua_pushfstring(L, "%s: %s", fname, strerror(err));
-    else
-        lua_pushstring(L, strerror(err));
-    lua_pushinteger(L, err);
-    return 3;
-}
-#define luaL_fileresult compat_fileresult
-
 /* 5.1's luaL_Buffer has a fixed-size block: a large read goes into a
  * userdata instead, turned into the string at the end. luaL_buffinit
  * pushes nothing, so the userdata is on top when the result is made. */

@@ -1,0 +1,71 @@
+/* The binding's objects, as every file of src/lua sees them: one struct per
+ * class, and where each class's metatable is found. Structs only: whoever
+ * reads an object's descriptor reads the field of its own struct. */
+#ifndef FDPASS_OBJECTS_H
+#define FDPASS_OBJECTS_H
+
+#include <stddef.h>
+#include <sys/types.h>
+#include "fdpass.h"
+
+/* fdpass.fd: one owned descriptor, -1 once closed or given away. */
+typedef struct {
+    int fd;
+} fdp_fd;
+
+/* fdpass.fdset: the descriptors of one message, -1 where taken or closed. */
+typedef struct {
+    size_t n;
+    int fds[];
+} fdp_fdset;
+
+/* fdpass.channel: a connected AF_UNIX socket and its framing state. */
+typedef struct {
+    int fd;
+    fdpass_chan *chan;
+    int *handoff;        /* received descriptors not yet owned by an object */
+    size_t handoff_n;
+    char *rbuf;          /* recvmsg's buffer, kept (up to 64 KiB) from call */
+    size_t rcap;         /* to call: a new one each time cost more than the call */
+    int raw[FDPASS_MAX_FDS_PER_SENDMSG];
+} fdp_channel;
+
+/* fdpass.server: a listening AF_UNIX socket. */
+typedef struct {
+    int fd;
+    int type;            /* SOCK_SEQPACKET or SOCK_STREAM */
+    dev_t dev;           /* the socket file, for unlink(): 0 when none */
+    ino_t ino;
+    char addr[110];      /* "/path" or "@name" */
+} fdp_server;
+
+/* fdpass.process: a child started by spawn. */
+typedef struct {
+    pid_t pid;
+    int reaped;
+} fdp_process;
+
+/* Every C function of the binding carries the classes' metatables as its
+ * first upvalues (base.c: set_funcs), so a type check compares a metatable
+ * at hand instead of looking a name up in the registry; the last upvalue is
+ * the function's name, for its argument errors. A closed fd object has a
+ * metatable of its own without __gc: the collector has nothing to do. */
+enum {
+    UV_FD = 1,      /* fdpass.fd, open */
+    UV_FD_CLOSED,   /* fdpass.fd, closed or given away */
+    UV_FDSET,
+    UV_CHANNEL,
+    UV_SERVER,
+    UV_PROCESS,
+    UV_NAME,
+    UV_COUNT = UV_NAME
+};
+
+#define FD_MT        "fdpass.fd"
+#define FD_CLOSED_MT "fdpass.fd (closed)"
+#define FDSET_MT     "fdpass.fdset"
+#define CHANNEL_MT   "fdpass.channel"
+#define SERVER_MT    "fdpass.server"
+#define PROCESS_MT   "fdpass.process"
+
+#endif
