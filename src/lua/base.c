@@ -181,15 +181,13 @@ void set_class(lua_State *L, const char *name, const luaL_Reg *methods, const lu
     lua_pop(L, 2);
 }
 
+const char fdp_classes[UV_COUNT + 1];
+
 void *to_object(lua_State *L, int idx, int uv)
 {
-    void *p = lua_touserdata(L, idx);
-    if (p && lua_getmetatable(L, idx)) {
-        int same = lua_rawequal(L, -1, lua_upvalueindex(uv));
-        lua_pop(L, 1);
-        if (same)
-            return p;
-    }
+    const void **p = lua_touserdata(L, idx);
+    if (p && lua_rawlen(L, idx) >= sizeof *p && *p == CLASS_TAG(uv))
+        return p; /* a light userdata has no length */
     return NULL;
 }
 
@@ -197,7 +195,7 @@ void *check_object(lua_State *L, int idx, int uv)
 {
     void *p = to_object(L, idx, uv);
     if (!p)
-        type_error(L, idx, class_names[uv - 1]);
+        type_error(L, idx, class_names[uv == UV_FD_CLOSED ? 0 : uv - 1]);
     return p;
 }
 
@@ -206,6 +204,7 @@ void *check_object(lua_State *L, int idx, int uv)
 fdp_fd *new_fd(lua_State *L)
 {
     fdp_fd *f = compat_newuserdata(L, sizeof *f);
+    f->cls = CLASS_TAG(UV_FD);
     f->fd = -1;
     lua_pushvalue(L, lua_upvalueindex(UV_FD_CLOSED));
     lua_setmetatable(L, -2);
@@ -271,25 +270,18 @@ int check_fd_at(lua_State *L, int idx, int arg)
     case LUA_TNUMBER:
         return fd_number(L, idx, arg);
     case LUA_TUSERDATA: {
-        void *p = lua_touserdata(L, idx);
-        if (lua_getmetatable(L, idx)) {
-            int uv = 0;
-            for (int k = UV_FD; k < UV_NAME && !uv; k++)
-                if (lua_rawequal(L, -1, lua_upvalueindex(k)))
-                    uv = k;
-            lua_pop(L, 1);
-            int fd = -2;
-            switch (uv) {
-            case UV_FD: return ((fdp_fd *)p)->fd;
-            case UV_FD_CLOSED: fd = -1; break;
-            case UV_CHANNEL: fd = ((fdp_channel *)p)->fd; break;
-            case UV_SERVER: fd = ((fdp_server *)p)->fd; break;
-            }
-            if (fd >= 0)
-                return fd;
-            if (fd == -1)
-                luaL_error(L, "attempt to use a closed %s", class_names[uv == UV_FD_CLOSED ? 0 : uv - 1]);
-        }
+        void *p;
+        int uv = 0, fd = -1;
+        if ((p = to_object(L, idx, UV_FD)))
+            uv = UV_FD, fd = ((fdp_fd *)p)->fd;
+        else if ((p = to_object(L, idx, UV_CHANNEL)))
+            uv = UV_CHANNEL, fd = ((fdp_channel *)p)->fd;
+        else if ((p = to_object(L, idx, UV_SERVER)))
+            uv = UV_SERVER, fd = ((fdp_server *)p)->fd;
+        if (uv && fd >= 0)
+            return fd;
+        if (uv)
+            luaL_error(L, "attempt to use a closed %s", class_names[uv - 1]);
         FILE *f;
         if (compat_tofile(L, idx, &f)) {
             if (!f)
@@ -382,6 +374,7 @@ const char *signal_name(int sig)
 static void push_owned(lua_State *L, int *slot)
 {
     fdp_fd *f = compat_newuserdata(L, sizeof *f);
+    f->cls = CLASS_TAG(UV_FD);
     f->fd = *slot;
     *slot = -1;
     lua_pushvalue(L, lua_upvalueindex(UV_FD)); /* cannot fail: nothing allocated */
@@ -414,6 +407,7 @@ void push_fd_list(lua_State *L, int *fds, size_t n, int into)
 fdp_fdset *new_fdset(lua_State *L, size_t cap)
 {
     fdp_fdset *s = compat_newuserdata(L, sizeof *s + (cap ? cap : 1) * sizeof(int));
+    s->cls = CLASS_TAG(UV_FDSET);
     s->n = 0;
     lua_pushvalue(L, lua_upvalueindex(UV_FDSET));
     lua_setmetatable(L, -2);
@@ -440,6 +434,7 @@ void push_fd_take(lua_State *L, int *slot)
 fdp_channel *new_channel(lua_State *L)
 {
     fdp_channel *c = compat_newuserdata(L, sizeof *c);
+    c->cls = CLASS_TAG(UV_CHANNEL);
     c->fd = -1;
     c->chan = NULL;
     c->handoff = NULL;

@@ -54,7 +54,8 @@ void set_funcs(lua_State *L, const luaL_Reg *l, const char *prefix);
 void set_class(lua_State *L, const char *name, const luaL_Reg *methods,
                const luaL_Reg *meta);
 
-/* The object at idx if its metatable is the one at upvalue uv, else NULL. */
+/* The object at idx if it is of class uv (its tag, objects.h), else NULL;
+ * a closed fd object is still one (fd -1). */
 void *to_object(lua_State *L, int idx, int uv);
 /* The same, raising for anything else ("fdpass.channel expected"). */
 void *check_object(lua_State *L, int idx, int uv);

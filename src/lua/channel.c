@@ -62,7 +62,7 @@ static int *collect_fds(lua_State *L, int arg, int *small, size_t *n)
     for (size_t i = 0; i < len; i++) {
         lua_rawgeti(L, arg, (int)i + 1);
         fdp_fd *f = to_object(L, -1, UV_FD);
-        fds[i] = f ? f->fd : check_fd_at(L, -1, arg);
+        fds[i] = f && f->fd >= 0 ? f->fd : check_fd_at(L, -1, arg);
         lua_pop(L, 1);
     }
     *n = len;
@@ -321,12 +321,10 @@ static int l_channel(lua_State *L)
     fdp_fd *f = to_object(L, 1, UV_FD);
     int fd;
     if (f) {
-        fd = f->fd;
+        fd = check_fd(L, 1); /* raises for a closed one */
     } else if (lua_type(L, 1) == LUA_TNUMBER) {
         fd = check_fd(L, 1);
     } else {
-        if (to_object(L, 1, UV_FD_CLOSED))
-            return luaL_error(L, "attempt to use a closed fdpass.fd");
         return type_error(L, 1, "fdpass.fd or integer");
     }
     fdp_channel *c = new_channel(L);

@@ -14,9 +14,9 @@
 static fdp_fd *check_open(lua_State *L)
 {
     fdp_fd *f = to_object(L, 1, UV_FD);
-    if (f)
+    if (f && f->fd >= 0)
         return f;
-    if (to_object(L, 1, UV_FD_CLOSED))
+    if (f)
         luaL_error(L, "attempt to use a closed fdpass.fd");
     return check_object(L, 1, UV_FD); /* raises */
 }
@@ -24,8 +24,7 @@ static fdp_fd *check_open(lua_State *L)
 /* Either kind of fd object, open or closed. */
 static fdp_fd *check_any_fd(lua_State *L)
 {
-    fdp_fd *f = to_object(L, 1, UV_FD);
-    return f ? f : check_object(L, 1, UV_FD_CLOSED);
+    return check_object(L, 1, UV_FD);
 }
 
 static int fd_fileno(lua_State *L)
@@ -260,8 +259,9 @@ static int l_close_all(lua_State *L)
             fd = (int)v;
         } else if ((f = to_object(L, -1, UV_FD))) {
             fd = f->fd;
-            fd_closed(L, -1, f);
-        } else if (!to_object(L, -1, UV_FD_CLOSED)) {
+            if (fd >= 0)
+                fd_closed(L, -1, f);
+        } else {
             return arg_error(L, 1, "integers and fdpass.fd objects expected");
         }
         lua_pop(L, 1);

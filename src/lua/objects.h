@@ -8,19 +8,29 @@
 #include <sys/types.h>
 #include "fdpass.h"
 
+/* Every object starts with its class's tag (CLASS_TAG): a type check reads
+ * the word behind a userdata of at least that size, which costs a fraction
+ * of a metatable comparison. The tags are this library's static addresses:
+ * only C code that copies them on purpose can forge one. */
+extern const char fdp_classes[];
+#define CLASS_TAG(uv) ((const void *)&fdp_classes[(uv)])
+
 /* fdpass.fd: one owned descriptor, -1 once closed or given away. */
 typedef struct {
+    const void *cls;
     int fd;
 } fdp_fd;
 
 /* fdpass.fdset: the descriptors of one message, -1 where taken or closed. */
 typedef struct {
+    const void *cls;
     size_t n;
     int fds[];
 } fdp_fdset;
 
 /* fdpass.channel: a connected AF_UNIX socket and its framing state. */
 typedef struct {
+    const void *cls;
     int fd;
     fdpass_chan *chan;
     int *handoff;        /* received descriptors not yet owned by an object */
@@ -32,6 +42,7 @@ typedef struct {
 
 /* fdpass.server: a listening AF_UNIX socket. */
 typedef struct {
+    const void *cls;
     int fd;
     int type;            /* SOCK_SEQPACKET or SOCK_STREAM */
     dev_t dev;           /* the socket file, for unlink(): 0 when none */
@@ -41,15 +52,16 @@ typedef struct {
 
 /* fdpass.process: a child started by spawn. */
 typedef struct {
+    const void *cls;
     pid_t pid;
     int reaped;
 } fdp_process;
 
 /* Every C function of the binding carries the classes' metatables as its
- * first upvalues (base.c: set_funcs), so a type check compares a metatable
- * at hand instead of looking a name up in the registry; the last upvalue is
- * the function's name, for its argument errors. A closed fd object has a
- * metatable of its own without __gc: the collector has nothing to do. */
+ * first upvalues (base.c: set_funcs), so that a new object gets its
+ * metatable without a lookup by name; the last upvalue is the function's
+ * name, for its argument errors. A closed fd object has a metatable of its
+ * own without __gc: the collector has nothing to do for it. */
 enum {
     UV_FD = 1,      /* fdpass.fd, open */
     UV_FD_CLOSED,   /* fdpass.fd, closed or given away */

@@ -111,6 +111,7 @@ static int l_spawn(lua_State *L)
     else if (!lua_isnil(L, 5))
         envp = env_array(L, 5, 1);
     fdp_process *p = compat_newuserdata(L, sizeof *p);
+    p->cls = CLASS_TAG(UV_PROCESS);
     p->pid = 0;
     p->reaped = 1;
     lua_pushvalue(L, lua_upvalueindex(UV_PROCESS));

@@ -28,6 +28,7 @@ static fdp_server *new_server(lua_State *L)
 {
     fdp_server *s = compat_newuserdata(L, sizeof *s);
     memset(s, 0, sizeof *s);
+    s->cls = CLASS_TAG(UV_SERVER);
     s->fd = -1;
     lua_pushvalue(L, lua_upvalueindex(UV_SERVER));
     lua_setmetatable(L, -2);
@@ -112,7 +113,7 @@ static void socket_address(int fd, char *out, size_t cap)
 static int l_server(lua_State *L)
 {
     fdp_fd *f = to_object(L, 1, UV_FD);
-    int fd = f ? f->fd : check_fd(L, 1);
+    int fd = check_fd(L, 1); /* raises for a closed fd object */
     arg_check(L, f || lua_type(L, 1) == LUA_TNUMBER, 1, "fdpass.fd or integer expected");
     fdp_server *s = new_server(L);
     int domain, type, listening;
