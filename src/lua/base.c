@@ -10,6 +10,10 @@
 #include <time.h>
 #include "base.h"
 
+#ifndef LUA_FILEHANDLE
+#define LUA_FILEHANDLE "FILE*" /* 5.1 and LuaJIT name io files so too */
+#endif
+
 /* ---- errors ------------------------------------------------------------- */
 
 int push_error(lua_State *L, const char *what, int err, const char *detail)
@@ -309,6 +313,103 @@ int check_fd(lua_State *L, int arg)
 {
     return check_fd_at(L, arg, arg);
 }
+
+/* ---- io files ----------------------------------------------------------------
+ * Every version keeps the FILE * first in the userdata of an io file
+ * (5.1: FILE **; LuaJIT: IOFileUD; 5.2+: luaL_Stream), under the registry
+ * name "FILE*". */
+
+
+/* The io file at idx: 1 and its FILE * in *f (NULL when it is closed), or
+ * 0 when the value is no io file. */
+/* The userdata at idx if it is an io file (by its metatable), else NULL. */
+static void *to_iofile(lua_State *L, int idx)
+{
+    void *p = lua_touserdata(L, idx);
+    if (!p || !lua_getmetatable(L, idx))
+        return NULL;
+    luaL_getmetatable(L, LUA_FILEHANDLE);
+    int same = lua_rawequal(L, -1, -2);
+    lua_pop(L, 2);
+    return same ? p : NULL;
+}
+
+int compat_tofile(lua_State *L, int idx, FILE **f)
+{
+#if LUA_VERSION_NUM >= 503
+    luaL_Stream *s = to_iofile(L, idx);
+    if (s)
+        *f = s->closef ? s->f : NULL;
+    return s != NULL;
+#else
+    FILE **p = to_iofile(L, idx);
+    if (p)
+        *f = *p;
+    return p != NULL;
+#endif
+}
+
+#if LUA_VERSION_NUM >= 503
+static int compat_io_fclose(lua_State *L)
+{
+    luaL_Stream *s = luaL_checkudata(L, 1, LUA_FILEHANDLE);
+    return luaL_fileresult(L, fclose(s->f) == 0, NULL);
+}
+#endif
+
+/* Pushes an io file that is closed until compat_setfile gives it a FILE *,
+ * or returns 0 with errno set and nothing pushed.
+ * 5.1 and LuaJIT have no API to make one (LuaJIT's io only accepts its own
+ * userdata type), so there the io library opens it, on /dev/null, and
+ * compat_setfile exchanges that FILE * for the caller's. */
+int compat_newfile(lua_State *L)
+{
+#if LUA_VERSION_NUM >= 503
+    luaL_Stream *s = compat_newuserdata(L, sizeof *s);
+    s->f = NULL;
+    s->closef = NULL;
+    luaL_setmetatable(L, LUA_FILEHANDLE);
+    return 1;
+#else
+    lua_getfield(L, LUA_REGISTRYINDEX, "_LOADED");
+    lua_getfield(L, -1, "io");
+    if (!lua_istable(L, -1)) {
+        lua_pop(L, 2);
+        errno = ENOSYS; /* the io library is not loaded */
+        return 0;
+    }
+    lua_getfield(L, -1, "open");
+    lua_replace(L, -3);
+    lua_pop(L, 1);
+    lua_pushliteral(L, "/dev/null");
+    lua_pushliteral(L, "r");
+    lua_call(L, 2, 3);
+    if (!to_iofile(L, -3)) {
+        int err = (int)lua_tointeger(L, -1); /* io.open's nil, msg, errno */
+        lua_pop(L, 3);
+        errno = err > 0 ? err : EIO;
+        return 0;
+    }
+    lua_pop(L, 2);
+    return 1;
+#endif
+}
+
+/* Gives the io file at idx (from compat_newfile) its FILE *, or with
+ * f == NULL closes it again (a failed fdopen). */
+void compat_setfile(lua_State *L, int idx, FILE *f)
+{
+#if LUA_VERSION_NUM >= 503
+    luaL_Stream *s = lua_touserdata(L, idx);
+    s->f = f;
+    s->closef = f ? compat_io_fclose : NULL;
+#else
+    FILE **p = lua_touserdata(L, idx);
+    fclose(*p);
+    *p = f; /* NULL: a closed file to io and to its __gc */
+#endif
+}
+
 
 /* ---- clock ------------------------------------------------------------------ */
 

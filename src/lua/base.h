@@ -6,6 +6,7 @@
 #define FDPASS_BASE_H
 
 #include <stdint.h>
+#include <stdio.h>
 #include "compat.h"
 #include "fdpass.h"
 #include "objects.h"
@@ -97,6 +98,20 @@ fdp_channel *new_channel(lua_State *L);
 /* Gives the channel its connected socket: 0, or -errno with fd untouched
  * (the caller still owns it). */
 int open_channel_on(fdp_channel *c, int fd);
+
+/* ---- Lua io files: the FILE * first in the userdata (5.1: FILE **;
+ * LuaJIT: IOFileUD; 5.2+: luaL_Stream) under the registry name "FILE*" -- */
+
+/* 1 and the io file's FILE * in *f (NULL when it is closed), or 0 when the
+ * value at idx is no io file. */
+int compat_tofile(lua_State *L, int idx, FILE **f);
+/* Pushes an io file that is closed until compat_setfile gives it a FILE *,
+ * or returns 0 with errno set and nothing pushed. 5.1 and LuaJIT have no
+ * API to make one: there the io library opens /dev/null and compat_setfile
+ * exchanges its FILE * for the caller's. */
+int compat_newfile(lua_State *L);
+/* Gives the io file at idx its FILE *, or with f == NULL closes it again. */
+void compat_setfile(lua_State *L, int idx, FILE *f);
 
 /* ---- clock and signals ---------------------------------------------------- */
 

@@ -247,7 +247,7 @@ static int fd_cloexec(lua_State *L)
 static int l_close_all(lua_State *L)
 {
     check_table(L, 1);
-    lua_Integer n = luaL_len(L, 1), closed = 0;
+    lua_Integer n = (lua_Integer)lua_rawlen(L, 1), closed = 0;
     for (lua_Integer i = 1; i <= n; i++) {
         lua_rawgeti(L, 1, (int)i);
         int fd = -1;
