@@ -35,6 +35,10 @@ MULTIARCH   ?= $(if $(wildcard /etc/debian_version),$(shell m=$$($(CC) -print-mu
                  [ -n "$$m" ] || m=$$(dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null); echo $$m))
 LIBDIR      ?= $(PREFIX)/lib$(if $(MULTIARCH),/$(MULTIARCH))
 INCLUDEDIR  ?= $(PREFIX)/include
+# fdpass.pc goes to PREFIX/lib/pkgconfig (on pkg-config's default path),
+# not LIBDIR/pkgconfig: `pkg-config --define-prefix` takes the prefix to be
+# two directories above the file, which a multiarch LIBDIR is not.
+PKGCONFIGDIR ?= $(PREFIX)/lib/pkgconfig
 BINDIR      ?= $(PREFIX)/bin
 ifeq ($(PREFIX),/usr)
 LUA_LMOD    ?= $(shell pkg-config --define-variable=prefix=$(PREFIX) --variable=INSTALL_LMOD $(LUA_PC) 2>/dev/null || echo $(PREFIX)/share/lua/$(LUA_ABI))
@@ -174,14 +178,14 @@ test-san: deps
 LUA_FILES = $$(cd lua && find . -type f -name '*.lua' | sed 's|^\./||' | sort)
 BIN_FILES = $$(cd bin && find . -maxdepth 1 -type f | sed 's|^\./||' | sort)
 install: $(SHLIB) $(STLIB) $(PCFILE) $(CORE_SO)
-	install -d $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(LUA_LMOD) \
+	install -d $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(PKGCONFIGDIR) $(DESTDIR)$(LUA_LMOD) \
 	  $(DESTDIR)$(LUA_CMOD)/fdpass $(DESTDIR)$(BINDIR)
 	install -m 644 src/lib/fdpass.h $(DESTDIR)$(INCLUDEDIR)/
 	install -m 755 $(SHLIB) $(DESTDIR)$(LIBDIR)/
 	ln -sf libfdpass.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libfdpass.so.$(SOVERSION)
 	ln -sf libfdpass.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libfdpass.so
 	install -m 644 $(STLIB) $(DESTDIR)$(LIBDIR)/
-	install -m 644 $(PCFILE) $(DESTDIR)$(LIBDIR)/pkgconfig/
+	install -m 644 $(PCFILE) $(DESTDIR)$(PKGCONFIGDIR)/
 	@for f in $(LUA_FILES); do echo "install -D -m 644 lua/$$f $(DESTDIR)$(LUA_LMOD)/$$f"; \
 	  install -D -m 644 "lua/$$f" "$(DESTDIR)$(LUA_LMOD)/$$f" || exit 1; done
 	install -m 755 $(CORE_SO) $(DESTDIR)$(LUA_CMOD)/fdpass/
@@ -193,13 +197,22 @@ install: $(SHLIB) $(STLIB) $(PCFILE) $(CORE_SO)
 uninstall:
 	rm -f $(DESTDIR)$(INCLUDEDIR)/fdpass.h $(DESTDIR)$(LIBDIR)/libfdpass.so.$(VERSION) \
 	      $(DESTDIR)$(LIBDIR)/libfdpass.so.$(SOVERSION) $(DESTDIR)$(LIBDIR)/libfdpass.so \
-	      $(DESTDIR)$(LIBDIR)/libfdpass.a $(DESTDIR)$(LIBDIR)/pkgconfig/fdpass.pc
+	      $(DESTDIR)$(LIBDIR)/libfdpass.a $(DESTDIR)$(PKGCONFIGDIR)/fdpass.pc
 	@for f in $(LUA_FILES); do rm -f "$(DESTDIR)$(LUA_LMOD)/$$f"; done
 	@for f in $(BIN_FILES); do rm -f "$(DESTDIR)$(BINDIR)/$$f"; done
 	rm -rf $(DESTDIR)$(LUA_LMOD)/fdpass $(DESTDIR)$(LUA_CMOD)/fdpass
 
 clean:
-	rm -rf build build-san
+	rm -rf build build-san dist
+
+# ---- release: `make dist [DIST_URL=https://.../fdpass-X.Y.Z.tar.gz]` makes
+# dist/fdpass-X.Y.Z.tar.gz, fdpass-X.Y.Z-1.rockspec and fdpass-X.Y.Z-1.src.rock
+# from the committed HEAD (tools/dist.sh); tools/check-dist.sh checks them
+# (every Lua installs the rock offline), tools/check-install.sh checks
+# `make install` (docs/INSTALL.md).
+.PHONY: dist
+dist:
+	@DIST_URL="$(DIST_URL)" DIST_DIR=dist tools/dist.sh
 
 # README's first command: an HTTP server upgraded UPGRADES times (default
 # 20) under keep-alive load; fails if one request fails or one connection
