@@ -31,7 +31,7 @@ grep -q "md5 = \"$md5\"" "$rockspec" || fail "the rockspec's md5 is not the tarb
 echo "check-dist: luarocks lint clean on both rockspecs; md5 $md5 matches"
 
 # What every module of the rock is called, from the rockspec itself.
-mods=$(sed -n 's/^ *\["\{0,1\}\([a-z_.]*\)"\{0,1\}\]\{0,1\} = [{"].*/\1/p' "$rockspec" | grep '^fdpass' | tr '\n' ' ')
+mods=$(sed -n 's/^ *\[\{0,1\}"\{0,1\}\([a-z_.]*\)"\{0,1\}\]\{0,1\} = [{"].*/\1/p' "$rockspec" | grep '^fdpass' | tr '\n' ' ')
 [ -n "$mods" ] || fail "no module found in $rockspec"
 
 # luarocks and lua for one entry of LUAS; sets abi, lua, extra
