@@ -324,6 +324,7 @@ lint-syntax: lint-deps
 	@lua5.1 tools/lint-syntax.lua $(LINT_LUA)
 lint-rockspec: lint-deps
 	luarocks lint rockspec/fdpass-scm-1.rockspec
+	@tools/version.sh check
 lint-c: lint-deps
 	cppcheck --enable=warning,portability --error-exitcode=1 -q -Isrc/lib -Isrc/lua src spec/c bench/cbench.c
 lint-install: lint-deps

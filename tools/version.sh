@@ -6,7 +6,7 @@
 #                                  disagrees with VERSION (the build runs it)
 #        tools/version.sh set X.Y.Z  writes VERSION and fdpass.h's macros
 set -eu
-root=$(cd "$(dirname "$0")/.." && pwd)
+root=$(cd "${0%/*}/.." && pwd)
 header=$root/src/lib/fdpass.h
 version=$(tr -d ' \n' < "$root/VERSION")
 
