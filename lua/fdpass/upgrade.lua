@@ -142,8 +142,8 @@ function Upgrader:listener(name, obj)
   if type(name) ~= "string" then
     error("bad argument #1 to 'listener' (string expected, got " .. type(name) .. ")", 2)
   end
-  local ok, err = pcall(fdpass.info, obj)
-  if not ok then error(("listener '%s': %s"):format(name, tostring(err)), 2) end
+  local ok, info, err = pcall(fdpass.info, obj) -- raises now, not in the middle of an upgrade
+  if not ok or not info then error(("listener '%s': %s"):format(name, tostring(ok and err or info)), 2) end
   self._listeners[#self._listeners + 1] = { name = name, obj = obj }
   if self._systemd and self._systemd.fdstore then self:_sd("fdstore", name, obj) end
 end

@@ -9,14 +9,26 @@
 --   after_fds N      descriptors held after inherit() returned, beyond startup
 --   served BY        after answering one TCP client on listener "good"
 --   conn NAME "BUF"  each live connection the old side handed over
+--   final_state S    the final state's served (up:finish()), after the conns
 --   final_fds N      descriptors held after DONE, beyond startup
 -- usage: lua5.4 spec/upgrade/new_copy.lua MODE [serve]
---   MODE: ok | exit5 | nak | raise | hang
+--   MODE: ok | exit5 | nak | raise | hang | slow (the hook takes 0.3 s)
 local fdpass = require "fdpass"
 local upgrade = require "fdpass.upgrade"
 
 local mode, serve = arg[1] or "ok", arg[2] == "serve"
-local function report(k, v) io.stderr:write(("%s %s\n"):format(k, tostring(v))) end
+-- SPEC_REPORT_FILE: the reports also go there (after the commit this
+-- copy's stderr is its old process's own)
+local report_file = os.getenv("SPEC_REPORT_FILE")
+local function report(k, v)
+  local line = ("%s %s\n"):format(k, tostring(v))
+  io.stderr:write(line)
+  if report_file then
+    local f = assert(io.open(report_file, "a"))
+    f:write(line)
+    f:close()
+  end
+end
 local up = upgrade.new {
   argv = { "unused" },
   timeouts = { handover = 5, commit = 5 },
@@ -51,6 +63,7 @@ local hooks = {
   nak = function() return nil, "bad config" end,
   raise = function() error("kaboom in the hook") end,
   hang = function() report("inherit", "hangs"); fdpass.poll({}, nil, 10); return true end,
+  slow = function(got) describe(got); fdpass.poll({}, nil, 0.3); return true end,
 }
 assert(hooks[mode], "unknown mode " .. tostring(mode))
 
