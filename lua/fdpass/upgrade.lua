@@ -183,7 +183,6 @@ function Upgrader:inherit(hooks)
   if inherited then self:_sd("ready") end
   return inherited
 end
-Upgrader.start = Upgrader.inherit -- the name before issue 11; goes with the final merge
 
 --- The inherited listener `name` (removed from what is inherited), or a
 -- new one from `create()`; either way offered to every new copy.

@@ -13,6 +13,7 @@ local poller = require "fdpass.upgrade.poller"
 
 local now = fos.monotonic
 local TAIL = 4096 -- bytes of the copy's stderr kept for the failure
+local STEP_BYTES = 256 * 1024 -- message bytes one step reads (plus one message)
 
 local Task = {}
 Task.__index = Task
@@ -123,7 +124,7 @@ end
 -- program); every descriptor the copy sends is closed at once (none is
 -- wanted from it); after P.STEP.messages messages the loop gets a turn.
 function Task:expect(want, deadline)
-  local ch, n = self.ch, 0
+  local ch, n, bytes = self.ch, 0, 0
   while true do
     if now() >= deadline then return nil, "timed out waiting for " .. table.concat(want, " or ") end
     local data, fds, code = ch:recv(0)
@@ -136,9 +137,9 @@ function Task:expect(want, deadline)
       end
       self.skipped = self.skipped or poller.counted(self.up.log, "upgrade: ignored %s unexpected messages")
       self.skipped.bump()
-      n = n + 1
-      if n >= P.STEP.messages then
-        n = 0
+      n, bytes = n + 1, bytes + #data
+      if n >= P.STEP.messages or bytes >= STEP_BYTES then
+        n, bytes = 0, 0
         self:wait_for("task.ch", ch, "r", deadline)
       end
     elseif code == "EAGAIN" then
