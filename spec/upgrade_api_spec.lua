@@ -206,6 +206,36 @@ T.test_a_broken_new_copy_is_logged_once_per_trigger_with_its_cause = function()
   up:close()
 end
 
+-- ---- strangers on the control socket ----------------------------------------------------
+
+T.test_strangers_on_the_control_socket_are_refused_a_step_at_a_time_and_counted = function()
+  if io.popen("id -u"):read("*l") ~= "0" then lu.skip("needs root to run a peer as nobody") end
+  local lines = {}
+  local control = ("@fdpass-spec-api-strangers-%d"):format(fos.getpid())
+  local up = upgrade.new { argv = { "unused" }, control = control,
+    log = function(line) lines[#lines + 1] = line end }
+  lu.assertNil(up:inherit())
+  -- 200 connections from another uid, all queued before we look
+  local p = H.child(([[
+    local held = {}
+    for i = 1, 200 do held[i] = assert(fdpass.connect(%q, 5)) end
+    fdpass.poll({ fdpass.fd(0) }, nil, 20)
+  ]]):format(control), nil, nil, { prefix = { "setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups" } })
+  local steps, deadline = 0, now() + 20
+  while #lines == 0 or not lines[#lines]:find("200") do
+    lu.assertTrue(now() < deadline, "not all refused: " .. table.concat(lines, "; "))
+    if #loop.poll({ up }, nil, 0.1) > 0 then steps = steps + 1 end
+    up:step() -- the count comes a second after the first line
+  end
+  lu.assertTrue(steps >= 200 / 16, steps .. " steps for 200 strangers: more than 16 per step")
+  lu.assertTrue(#lines <= 3, table.concat(lines, "\n"))
+  lu.assertEquals(lines[1], "control: refused 1 connections (wrong uid or too many)")
+  lu.assertEquals(lines[#lines], "control: refused 200 connections (wrong uid or too many)")
+  p:kill("TERM")
+  p:wait(5)
+  up:close()
+end
+
 TestUpgradeApi = H.suite(T)
 
 H.run()

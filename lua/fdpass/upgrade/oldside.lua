@@ -47,12 +47,22 @@ end
 --- Called by step() for a ready key of ours; says whether it is ours.
 function Task:on_ready(key)
   if key == "task.stderr" then self:read_stderr(); return true end
-  if key == "task.exit" then self:reap(); self.woken = true; return true end
+  if key == "task.exit" then
+    -- readable: exited. Out of the set either way, so that a pidfd whose
+    -- process someone else reaped cannot make the loop spin.
+    if not self:reap() then self.poll:drop("task.exit") end
+    self.woken = true
+    return true
+  end
   if key == "task.ch" or key == "task.rdv" then self.woken = true; return true end
   return false
 end
 
-function Task:due(t) return self.woken or t >= self.wake end
+function Task:due(t)
+  if self.refused then self.refused.tick() end
+  if self.skipped then self.skipped.tick() end
+  return self.woken or t >= self.wake
+end
 
 --- One resume. Returns nothing while the upgrade runs; then `true, info`
 -- or `false, failure` (once).
@@ -69,6 +79,7 @@ function Task:resume()
   end
   if not ok then a, b = false, P.failure { phase = self.phase, reason = tostring(a), pid = self.pid } end
   if coroutine.status(self.co) ~= "dead" then return end
+  if self.skipped then self.skipped.flush() end
   if self.lock then self.lock:close() end
   return a, b
 end
