@@ -119,6 +119,43 @@ T.test_descriptors_sent_with_hello_are_closed_at_once = function()
   up:close()
 end
 
+T.test_descriptors_sent_with_ready_and_committed_are_closed_at_once = function()
+  local up = upgrade.new { argv = { H.lua, "-e", [[
+    local fdpass = require "fdpass"
+    local ch = fdpass.channel(3)
+    local function send(msg, fds) assert(ch:send(fdpass.encode(msg), fds, 5)) end
+    local junk = {}
+    for i = 1, 16 do junk[i] = fdpass.dup(0) end
+    send({ t = "HELLO", versions = { 1 }, pid = fdpass.getpid() }, junk)
+    for _, want in ipairs { "WELCOME", "FDS", "STATE" } do
+      local data, fds = assert(ch:recv(5))
+      assert(fdpass.decode(data).t == want)
+      fdpass.close_all(fds)
+    end
+    send({ t = "NEWS" }, junk)
+    send({ t = "READY", claimed = {}, unclaimed = {} }, junk)
+    assert(fdpass.decode((assert(ch:recv(5)))).t == "COMMIT")
+    send({ t = "COMMITTED", pid = fdpass.getpid() }, junk)
+    repeat -- the final STATE, then DONE
+      local data = ch:recv(5)
+    until not data or fdpass.decode(data).t == "DONE"
+  ]] }, timeouts = timeouts() }
+  collectgarbage()
+  collectgarbage("stop") -- counted without the collector's help
+  local before = fdpass.fdcount()
+  assert(up:upgrade())
+  local ev, info = drive(up)
+  lu.assertEquals(ev, "upgraded", tostring(info))
+  local during = fdpass.fdcount()
+  lu.assertTrue(up:finish())
+  local after = fdpass.fdcount()
+  collectgarbage("restart")
+  lu.assertEquals(during, before + 1, "beyond the channel to the new copy, descriptors are held")
+  lu.assertEquals(after, before)
+  H.expect_exit(up:new_process(), 0, 5)
+  up:close()
+end
+
 -- ---- no state lost --------------------------------------------------------------------
 
 T.test_final_state_reaches_the_new_copy_after_its_connections = function()
