@@ -69,6 +69,36 @@ T.test_unknown_options_raise_naming_the_key = function()
   up:close()
 end
 
+T.test_listen_creates_on_a_fresh_start_and_close_releases_everything = function()
+  collectgarbage()
+  collectgarbage("stop")
+  local before = fdpass.fdcount()
+  local control = ("@fdpass-spec-api-close-%d"):format(fos.getpid())
+  local up = upgrade.new { argv = { "unused" }, control = control, signal = "USR1" }
+  lu.assertNil(up:inherit())
+  local made = 0
+  local l = assert(up:listen("http", function() made = made + 1; return net.tcp_listen("127.0.0.1", 0) end))
+  lu.assertEquals(made, 1)
+  lu.assertTrue(fdpass.info(l).listening)
+  -- a stats request, answered from step()
+  local ch = assert(fdpass.connect(control, 2))
+  assert(ch:send(fdpass.encode { cmd = "stats" }, nil, 2))
+  local deadline, answer = now() + 5, nil
+  repeat
+    loop.poll({ up }, nil, 0.1)
+    up:step()
+    answer = ch:recv(0)
+  until answer or now() > deadline
+  ch:close()
+  lu.assertEquals(fdpass.decode(answer or "").generation, 1, "the control socket is not served")
+  up:close()
+  l:close()
+  local after = fdpass.fdcount()
+  collectgarbage("restart")
+  lu.assertEquals(after, before, "close() left descriptors")
+  lu.assertNil(fdpass.connect(control, 1), "the control socket still listens")
+end
+
 -- ---- the pollable protocol --------------------------------------------------------
 
 T.test_one_descriptor_for_the_whole_life_and_no_busy_loop = function()
