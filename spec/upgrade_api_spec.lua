@@ -83,7 +83,7 @@ T.test_listen_creates_on_a_fresh_start_and_close_releases_everything = function(
   -- a stats request, answered from step()
   local ch = assert(fdpass.connect(control, 2))
   assert(ch:send(fdpass.encode { cmd = "stats" }, nil, 2))
-  local deadline, answer = now() + 5, nil
+  local deadline, answer = now() + 5
   repeat
     loop.poll({ up }, nil, 0.1)
     up:step()
