@@ -46,10 +46,25 @@ Upgrader.__index = Upgrader
 --   socket (pid, uid and a random token checked) instead of descriptor 3;
 --   `systemd` (default true: notify when NOTIFY_SOCKET is set; false: never;
 --   `{fdstore = true}`: also put every listener in the descriptor store).
+-- @return the upgrader, or `nil, msg, code` (no descriptor to spare)
 function M.new(opts)
   opts = options.check(opts, 3)
-  local poll = assert(poller.new())
-  local self = setmetatable({}, Upgrader)
+  -- What the world can refuse (at RLIMIT_NOFILE, say) comes first, and
+  -- nothing is left open when it does.
+  local a, b, code = fdpass.socketpair() -- our uid as the kernel reports it to a peer
+  if not a then return nil, "upgrade.new: " .. tostring(b), code end
+  local uid = select(2, a:peercred())
+  a:close(); b:close()
+  local poll, perr, pcode = poller.new()
+  if not poll then return nil, "upgrade.new: " .. tostring(perr), pcode end
+  local sigfd
+  if opts.signal then
+    local serr, scode
+    sigfd, serr, scode = fos.signals(type(opts.signal) == "table" and opts.signal or { opts.signal })
+    if not sigfd then poll:close(); return nil, "upgrade.new: " .. tostring(serr), scode end
+    poll:watch("signal", sigfd, "r")
+  end
+  local self = setmetatable({ _uid = uid, _signals = sigfd }, Upgrader)
   self.argv = opts.argv or M.default_argv()
   self.pidfile = opts.pidfile
   self.lockfile = opts.lockfile or (opts.pidfile and opts.pidfile .. ".lock")
@@ -68,15 +83,6 @@ function M.new(opts)
   self._queue = { first = 1, last = 0 }
   self._systemd = opts.systemd ~= false and (type(opts.systemd) == "table" and opts.systemd or {})
   self._control_opt, self._stats = opts.control, opts.stats
-  local a, b = fdpass.socketpair() -- our uid as the kernel reports it to a peer
-  self._uid = select(2, a:peercred())
-  a:close(); b:close()
-  local sig = opts.signal
-  if sig then
-    local s = assert(fos.signals(type(sig) == "table" and sig or { sig }))
-    self._signals = s
-    poll:watch("signal", s, "r")
-  end
   return self
 end
 
