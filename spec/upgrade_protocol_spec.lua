@@ -161,8 +161,8 @@ T.test_a_pidfd_is_readable_once_the_process_is_a_zombie = function()
   pidfd:close()
   local unused = 4194303 -- the highest pid Linux can give (pid_max 2^22)
   if not fos.kill(unused, 0) then
-    local none, _, code = fos.pidfd_open(unused)
-    lu.assertEquals({ none, code }, { nil, "ESRCH" })
+    local none, _, ecode = fos.pidfd_open(unused)
+    lu.assertEquals({ none, ecode }, { nil, "ESRCH" })
   end
 end
 
