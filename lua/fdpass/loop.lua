@@ -1,6 +1,8 @@
 --- The loop kit: poll(2) over fdpass objects and integers, and waits that
 -- yield to a host loop's sleep (`loop.waiter`, e.g. ngx.sleep) instead of
--- blocking it.
+-- blocking it; and `epoll()`, one descriptor standing for many (each
+-- watched with a Lua key, which `wait` returns), what the upgrader hands
+-- to a host loop.
 -- @module fdpass.loop
 local core = require "fdpass.core"
 
@@ -49,6 +51,17 @@ local function wait_for(x, writable, timeout, what)
     pause = math.min(pause * 2, 0.016)
   end
 end
+
+--- An epoll object: one descriptor (its `getfd`/`pollfd`/`fileno`) that
+-- stands for many, what the upgrader hands to a host loop.
+-- `ep:add(x, key, [events="r"])` watches anything `fdpass.dup` accepts
+-- under a Lua key (any value but nil), `ep:mod(x, events)`, `ep:del(x)`
+-- (before closing x), `ep:wait([timeout], [max=64])` -> keys, events ("r",
+-- "w" or "rw" at the same index; a hang-up or an error counts as both),
+-- `ep:close()`.
+-- @function epoll
+-- @return epoll object (close-on-exec)
+M.epoll = core.epoll
 
 --- Waits until `x` is readable (a hang-up counts), through `loop.waiter`
 -- when one is set.

@@ -1,6 +1,6 @@
 --- The process and OS kit around fd passing: process ids and signals, the
 -- environment, locks, descriptor limits and counts, a monotonic clock,
--- pipes and dup2. Kept apart so that `fdpass` is about channels and the
+-- pipes and dup2, pidfd_open. Kept apart so that `fdpass` is about channels and the
 -- descriptors they carry. Failures of the world return
 -- `nil, "what: why", "ERRNAME"`; a wrong argument raises.
 -- @module fdpass.os
@@ -81,5 +81,13 @@ M.pipe = core.pipe
 -- @param x anything `fdpass.dup` accepts
 -- @int n
 M.dup2 = core.dup2
+
+--- A descriptor that polls readable once process `pid` has exited (a
+-- zombie counts): what a loop waits on instead of polling `kill(pid, 0)`.
+-- @function pidfd_open
+-- @int pid
+-- @return fd object, or `nil, msg, "ENOSYS"` before Linux 5.3, `"ESRCH"`
+--   when there is no such process
+M.pidfd_open = core.pidfd_open
 
 return M

@@ -147,7 +147,7 @@ int check_timeout(lua_State *L, int arg)
 
 /* In upvalue order, UV_FD first. */
 static const char *const class_names[] = {
-    FD_MT, FD_CLOSED_MT, FDSET_MT, CHANNEL_MT, SERVER_MT, PROCESS_MT, NULL };
+    FD_MT, FD_CLOSED_MT, FDSET_MT, CHANNEL_MT, SERVER_MT, PROCESS_MT, EPOLL_MT, NULL };
 
 void new_classes(lua_State *L)
 {
@@ -282,6 +282,8 @@ int check_fd_at(lua_State *L, int idx, int arg)
             uv = UV_CHANNEL, fd = ((fdp_channel *)p)->fd;
         else if ((p = to_object(L, idx, UV_SERVER)))
             uv = UV_SERVER, fd = ((fdp_server *)p)->fd;
+        else if ((p = to_object(L, idx, UV_EPOLL)))
+            uv = UV_EPOLL, fd = ((fdp_epoll *)p)->fd;
         if (uv && fd >= 0)
             return fd;
         if (uv)

@@ -1,5 +1,5 @@
 /* fdpass.core: the Lua binding of libfdpass, a table of opens. Each class
- * (fd.c, fdset.c, channel.c, server.c, process.c) and each kit (os.c,
+ * (fd.c, fdset.c, channel.c, server.c, process.c, epoll.c) and each kit (os.c,
  * net.c, loop.c, codec.c) adds its functions to the module table; base.c
  * is what they share. lua/fdpass.lua and lua/fdpass/{os,net,loop,codec}.lua
  * are the faces users require. */
@@ -14,10 +14,11 @@ int open_os(lua_State *L);
 int open_net(lua_State *L);
 int open_loop(lua_State *L);
 int open_codec(lua_State *L);
+int open_epoll(lua_State *L);
 
 static const lua_CFunction opens[] = {
     open_fd, open_fdset, open_channel, open_server, open_process,
-    open_os, open_net, open_loop, open_codec, NULL };
+    open_epoll, open_os, open_net, open_loop, open_codec, NULL };
 
 int luaopen_fdpass_core(lua_State *L)
 {

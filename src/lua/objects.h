@@ -50,6 +50,13 @@ typedef struct {
     char addr[110];      /* "/path" or "@name" */
 } fdp_server;
 
+/* fdpass.epoll: an epoll descriptor and the Lua keys of what it watches. */
+typedef struct {
+    const void *cls;
+    int fd;              /* -1 once closed */
+    int keys;            /* registry reference of the fd -> key table */
+} fdp_epoll;
+
 /* fdpass.process: a child started by spawn. */
 typedef struct {
     const void *cls;
@@ -69,6 +76,7 @@ enum {
     UV_CHANNEL,
     UV_SERVER,
     UV_PROCESS,
+    UV_EPOLL,
     UV_NAME,
     UV_COUNT = UV_NAME
 };
@@ -79,5 +87,6 @@ enum {
 #define CHANNEL_MT   "fdpass.channel"
 #define SERVER_MT    "fdpass.server"
 #define PROCESS_MT   "fdpass.process"
+#define EPOLL_MT     "fdpass.epoll"
 
 #endif

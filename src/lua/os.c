@@ -10,6 +10,7 @@
 #include <sys/file.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 #include "base.h"
 
@@ -182,6 +183,25 @@ static int l_pipe(lua_State *L)
     return 2;
 }
 
+/* fdpass.os.pidfd_open(pid) -> fd object that polls readable once the
+ * process has exited (a zombie counts); nil, msg, "ENOSYS" before Linux
+ * 5.3, "ESRCH" when there is no such process. */
+static int l_pidfd_open(lua_State *L)
+{
+    lua_Integer pid = check_integer(L, 1);
+    arg_check(L, pid > 0 && pid <= INT32_MAX, 1, "pid must be a positive integer");
+#ifdef SYS_pidfd_open
+    fdp_fd *f = new_fd(L);
+    int fd = (int)syscall(SYS_pidfd_open, (int)pid, 0); /* always close-on-exec */
+    if (fd < 0)
+        return push_error(L, "pidfd_open", -errno, NULL);
+    set_fd(L, -1, f, fd);
+    return 1;
+#else
+    return push_error(L, "pidfd_open", -ENOSYS, NULL);
+#endif
+}
+
 /* fdpass.os.dup2(x, n): makes descriptor n refer to x's file (not
  * close-on-exec), e.g. to put an inherited stderr back on 2. */
 static int l_dup2(lua_State *L)
@@ -205,7 +225,8 @@ int open_os(lua_State *L)
         { "getpid", l_getpid },   { "kill", l_kill },       { "signals", l_signals },
         { "readsignal", l_readsignal }, { "setenv", l_setenv }, { "flock", l_flock },
         { "nofile", l_nofile },   { "fdcount", l_fdcount }, { "monotonic", l_monotonic },
-        { "pipe", l_pipe },       { "dup2", l_dup2 },       { NULL, NULL } };
+        { "pipe", l_pipe },       { "dup2", l_dup2 },       { "pidfd_open", l_pidfd_open },
+        { NULL, NULL } };
     set_funcs(L, funcs, "");
     return 0;
 }
