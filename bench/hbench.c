@@ -13,7 +13,7 @@
  *   The clients of the handover bench: N TCP connections to 127.0.0.1:PORT,
  *   held until stdin reaches EOF. Past ~25,000 connections one source
  *   address runs out of ephemeral ports, so connection i comes from
- *   127.0.0.(2 + i / 25000). Prints "held=N" once all are connected.
+ *   127.0.0.(2 + i / 25000).
  *
  * Both raise RLIMIT_NOFILE's soft limit to the hard one. */
 #define _GNU_SOURCE
@@ -193,8 +193,7 @@ static int hold_main(int port, size_t n)
             die("connect");
         held[i] = s;
     }
-    printf("held=%zu\n", n);
-    fflush(stdout);
+    fprintf(stderr, "hbench: holding %zu connections\n", n);
     char buf[64];
     for (;;) {
         ssize_t r = read(0, buf, sizeof buf);
