@@ -5,7 +5,9 @@
 -- usage: lua5.4 bench/handover.lua CONNS STATE_BYTES HBENCH
 -- prints one line of key=value: conns, the phases in ms (one CLOCK_MONOTONIC
 -- for every process), handover_ms (the new copy's HELLO to it holding the
--- last connection) and both sides' peak RSS (VmHWM, KiB).
+-- last connection), cpu_ms (CPU time of the old side from the upgrade's start
+-- to handoff_all's return plus the new copy's from HELLO to the last
+-- connection) and both sides' peak RSS (VmHWM, KiB).
 local fdpass = require "fdpass"
 local fos = require "fdpass.os"
 local net = require "fdpass.net"
@@ -57,12 +59,12 @@ collectgarbage()
 
 -- the blocking form: up:upgrade() before the API split, run_upgrade after
 local run = up.run_upgrade or up.upgrade_wait or up.upgrade
-local started = now()
+local started, cpu0 = now(), os.clock()
 local pid, timings = run(up)
 assert(pid, timings)
 local committed = now()
 assert(up:handoff_all(conns))
-local handed = now()
+local handed, old_cpu = now(), os.clock() - cpu0
 up:finish()
 for _, e in ipairs(conns) do e.conn:close() end
 l:close()
@@ -82,8 +84,8 @@ clients:wait(30)
 local ms = function(a, b) return (b - a) * 1e3 end
 print(("conns=%d state=%d spawn_ms=%.3f handover_ms=%.3f hello_commit_ms=%.3f "
   .. "commit_handoff_ms=%.3f handoff_first_ms=%.3f first_last_ms=%.3f old_upgrade_ms=%.3f "
-  .. "old_hwm_kb=%d new_hwm_kb=%d old_base_kb=%d new_base_kb=%d")
+  .. "cpu_ms=%.3f old_cpu_ms=%.3f new_cpu_ms=%.3f old_hwm_kb=%d new_hwm_kb=%d old_base_kb=%d new_base_kb=%d")
   :format(nconns, state_bytes, ms(started, r.hello_at), ms(r.hello_at, r.last_at),
     ms(r.hello_at, r.inherited_at), ms(committed, handed), ms(handed, r.first_at),
-    ms(r.first_at, r.last_at), ms(started, committed),
+    ms(r.first_at, r.last_at), ms(started, committed), (old_cpu + r.cpu) * 1e3, old_cpu * 1e3, r.cpu * 1e3,
     hwm_kb(), r.hwm_kb, base_hwm, r.base_kb))

@@ -17,21 +17,21 @@ end
 local base_kb = hwm_kb()
 
 local up = upgrade.new { max_fds = want + 16, max_state = 64 * 1024 * 1024 }
-local hello_at = now()
+local hello_at, cpu0 = now(), os.clock()
 -- up:inherit after the API split, up:start before
 local got = assert((up.inherit or up.start)(up, { inherit = function(g) return g.listeners.http ~= nil end }))
 local inherited_at = now()
 assert(#got.state >= 0)
-local held, first_at, last_at = {}, nil, nil
+local held, first_at, last_at, cpu = {}, nil, nil, 0
 while true do
   local c = up:receive(5)
   if c == "done" or c == nil then break end
   first_at = first_at or now()
   held[#held + 1] = c.fd
-  if #held == want then last_at = now() end
+  if #held == want then last_at, cpu = now(), os.clock() - cpu0 end
 end
 local out = assert(io.open(arg[2], "w"))
-out:write(("hello_at=%.6f inherited_at=%.6f first_at=%.6f last_at=%.6f held=%d hwm_kb=%d base_kb=%d\n")
-  :format(hello_at, inherited_at, first_at or 0, last_at or 0, #held, hwm_kb(), base_kb))
+out:write(("hello_at=%.6f inherited_at=%.6f first_at=%.6f last_at=%.6f held=%d cpu=%.6f hwm_kb=%d base_kb=%d\n")
+  :format(hello_at, inherited_at, first_at or 0, last_at or 0, #held, cpu, hwm_kb(), base_kb))
 out:close()
 os.exit(0)

@@ -6,8 +6,9 @@
  *   sendmsg, 1 byte each, as plain sendmsg/recvmsg with SCM_RIGHTS) and
  *   keeps them all, as a new copy keeps its connections. Timed from the
  *   first sendmsg to the child holding the last descriptor (CLOCK_MONOTONIC,
- *   one clock for both processes); prints the median of REPS runs:
- *   "floor_ms=F n=N".
+ *   one clock for both processes), and the CPU time of both (the sender's
+ *   sending, the child's receiving); prints the medians of REPS runs:
+ *   "floor_ms=F floor_cpu_ms=C n=N".
  *
  * usage: hbench hold PORT N
  *   The clients of the handover bench: N TCP connections to 127.0.0.1:PORT,
@@ -42,6 +43,13 @@ static void die(const char *what)
 {
     fprintf(stderr, "hbench: %s: %s\n", what, strerror(errno));
     exit(1);
+}
+
+static double cpu(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
 static void raise_nofile(void)
@@ -83,6 +91,7 @@ static void floor_child(int s, size_t n, const int *fds, int *kept)
     if (write(s, &ready, 1) != 1)
         die("write");
     size_t got = 0;
+    double c0 = cpu();
     while (got < n) {
         union { struct cmsghdr align; char buf[CMSG_SPACE(sizeof(int) * MAXF)]; } cb;
         char byte;
@@ -104,13 +113,14 @@ static void floor_child(int s, size_t n, const int *fds, int *kept)
             got += k;
         }
     }
-    double t = mono();
-    if (write(s, &t, sizeof t) != sizeof t)
+    double t[2] = { mono(), cpu() - c0 };
+    if (write(s, t, sizeof t) != sizeof t)
         die("write");
     _exit(0);
 }
 
-static double floor_once(size_t n, const int *fds, int *kept)
+/* Returns the wall time; *cpu_s gets both processes' CPU time. */
+static double floor_once(size_t n, const int *fds, int *kept, double *cpu_s)
 {
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
@@ -126,19 +136,21 @@ static double floor_once(size_t n, const int *fds, int *kept)
     char ready;
     if (read(sv[0], &ready, 1) != 1)
         die("read");
-    double t0 = mono(), t1;
+    double t0 = mono(), c0 = cpu(), t1[2];
     for (size_t off = 0; off < n; off += MAXF)
         send_fds(sv[0], fds + off, n - off < MAXF ? n - off : MAXF);
+    double sent = cpu() - c0;
     ssize_t r;
     do
-        r = read(sv[0], &t1, sizeof t1);
+        r = read(sv[0], t1, sizeof t1);
     while (r < 0 && errno == EINTR);
     if (r != sizeof t1)
         die("read");
+    *cpu_s = sent + t1[1];
     close(sv[0]);
     int st;
     waitpid(pid, &st, 0);
-    return t1 - t0;
+    return t1[0] - t0;
 }
 
 static int cmp(const void *a, const void *b)
@@ -153,16 +165,17 @@ static int floor_main(size_t n, int reps)
      * are (copies of one descriptor would pass faster: one file, one
      * cache line). */
     int *fds = malloc(n * sizeof *fds), *kept = malloc(n * sizeof *kept);
-    double *t = malloc((size_t)reps * sizeof *t);
-    if (!fds || !kept || !t)
+    double *t = malloc((size_t)reps * sizeof *t), *c = malloc((size_t)reps * sizeof *c);
+    if (!fds || !kept || !t || !c)
         die("malloc");
     for (size_t i = 0; i < n; i++)
         if ((fds[i] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0)
             die("socket");
     for (int i = 0; i < reps; i++)
-        t[i] = floor_once(n, fds, kept);
+        t[i] = floor_once(n, fds, kept, &c[i]);
     qsort(t, (size_t)reps, sizeof *t, cmp);
-    printf("floor_ms=%.3f n=%zu\n", t[reps / 2] * 1e3, n);
+    qsort(c, (size_t)reps, sizeof *c, cmp);
+    printf("floor_ms=%.3f floor_cpu_ms=%.3f n=%zu\n", t[reps / 2] * 1e3, c[reps / 2] * 1e3, n);
     return 0;
 }
 

@@ -56,8 +56,8 @@ local have_python = ok("python3 -c 'import socket; socket.send_fds'")
 -- callgrind would count instead
 local PYTHON = have_python and sh("python3 -c 'import sys; print(sys.executable)'") or "python3"
 local have_cqueues = ok(LUA .. " -e 'require \"cqueues.socket\"'")
-local JIT = ("env LUA_CPATH='%s;;' luajit"):format(JIT_CPATH)
-local have_jit = ok(JIT .. " -e 'require \"fdpass\"'")
+local JIT_ENV = ("LUA_CPATH='%s;;'"):format(JIT_CPATH) -- before the command: valgrind counts the program it starts
+local have_jit = ok(JIT_ENV .. " luajit -e 'require \"fdpass\"'")
 local have_cg = ok("valgrind --version")
 
 -- Contenders: how to run one measurement (work id and seconds or =count appended).
@@ -68,9 +68,9 @@ local CONTENDERS = {
   { id = "lframed", label = "Lua 5.4 ch:send/recv, fd:close()", cmd = LUA .. " bench/lbench.lua framed" },
   { id = "lraw", label = "Lua 5.4 ch:sendmsg/recvmsg, fd:close()", cmd = LUA .. " bench/lbench.lua raw" },
   { id = "lset", label = "Lua 5.4 ch:send/recv \"set\", set:close()", cmd = LUA .. " bench/lbench.lua set" },
-  { id = "jframed", label = "LuaJIT ch:send/recv, fd:close()", cmd = JIT .. " bench/lbench.lua framed",
+  { id = "jframed", label = "LuaJIT ch:send/recv, fd:close()", env = JIT_ENV, cmd = "luajit bench/lbench.lua framed",
     missing = not have_jit and "not built (make LUA_VERSION=jit)" },
-  { id = "jset", label = "LuaJIT ch:send/recv \"set\", set:close()", cmd = JIT .. " bench/lbench.lua set",
+  { id = "jset", label = "LuaJIT ch:send/recv \"set\", set:close()", env = JIT_ENV, cmd = "luajit bench/lbench.lua set",
     missing = not have_jit and "not built (make LUA_VERSION=jit)" },
   { id = "python", label = "Python socket.send_fds/recv_fds", cmd = PYTHON .. " bench/pybench.py",
     missing = not have_python and "not installed (python3 >= 3.9)" },
@@ -116,7 +116,7 @@ end
 local function measure(c, w)
   local r = results[c.id][w.id]
   if r.err then return end
-  local out, okay = finish(start(("timeout 60 %s %s %s"):format(c.cmd, w.id, SECS)))
+  local out, okay = finish(start(("%s timeout 60 %s %s %s"):format(c.env or "", c.cmd, w.id, SECS)))
   local msgs, fds, secs = out:match("(%d+) (%d+) ([%d.]+)%s*$")
   if not okay or not msgs then
     r.err = last_line(out)
@@ -162,8 +162,8 @@ if have_cg then
     local running = {}
     for j = i, math.min(#jobs, i + par - 1) do
       local job = jobs[j]
-      running[#running + 1] = { job = job, p = start(("timeout 300 valgrind --tool=callgrind "
-        .. "--callgrind-out-file=/dev/null %s %s =%d"):format(job.c.cmd, job.w.id, job.n)) }
+      running[#running + 1] = { job = job, p = start(("%s timeout 300 valgrind --tool=callgrind "
+        .. "--callgrind-out-file=/dev/null %s %s =%d"):format(job.c.env or "", job.c.cmd, job.w.id, job.n)) }
     end
     for _, r in ipairs(running) do
       local out, okay = finish(r.p)
@@ -194,7 +194,7 @@ end
 local nofile_hard = tonumber(sh("sh -c 'ulimit -Hn'") or "") or 0
 local handover = {} -- { n =, runs = { {k = v} }, floor = { ms }, note = }
 local function handover_at(n, runs)
-  local h = { n = n, runs = {}, floor = {} }
+  local h = { n = n, runs = {}, floor = {}, floor_cpu = {} }
   handover[#handover + 1] = h
   if n + 64 > nofile_hard then
     h.note = ("not run: needs %d descriptors per process, RLIMIT_NOFILE's hard limit is %d here")
@@ -214,8 +214,9 @@ local function handover_at(n, runs)
     local fout = finish(start(("timeout 60 %s floor %d 3"):format(HBENCH, n)))
     local f = tonumber(fout:match("floor_ms=([%d.]+)"))
     if f then
-      log("hfloor", n, f)
+      log("hfloor", fout:match("floor_ms=[^\n]*"))
       h.floor[#h.floor + 1] = f
+      h.floor_cpu[#h.floor_cpu + 1] = tonumber(fout:match("floor_cpu_ms=([%d.]+)"))
     end
   end
 end
@@ -234,6 +235,7 @@ for _, h in ipairs(handover) do
       return median(t)
     end
     h.ms, h.floor_ms = med("handover_ms"), median(h.floor)
+    h.cpu, h.old_cpu, h.new_cpu, h.floor_cpu = med("cpu_ms"), med("old_cpu_ms"), med("new_cpu_ms"), median(h.floor_cpu)
     h.spawn, h.commit, h.send, h.recv, h.loop = med("spawn_ms"), med("hello_commit_ms"),
       med("commit_handoff_ms"), med("handoff_first_ms"), med("first_last_ms")
     h.old_b = (med("old_hwm_kb") - med("old_base_kb")) * 1024 / h.n
@@ -287,24 +289,25 @@ end
 local tbl = table.concat(rows, "\n")
 
 local hrows = {
-  "| connections | handover (median) | kernel floor, same n | ratio | spawn | HELLO..COMMITTED "
-    .. "| CONNS encode+send | ..first conn | ..last conn | marginal µs/conn | peak RSS old / new "
-    .. "| bytes/conn old / new | runs |",
-  "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+  "| connections | handover (median) | kernel floor, same n | ratio | CPU old + new | floor CPU "
+    .. "| spawn | HELLO..COMMITTED | CONNS encode+send | ..first conn | ..last conn | marginal µs/conn "
+    .. "| peak RSS old / new | bytes/conn old / new | runs |",
+  "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
 }
 local prev
 for _, h in ipairs(handover) do
   if h.ms then
     local marginal = prev and ("%.2f"):format((h.ms - prev.ms) * 1e3 / (h.n - prev.n)) or "-"
     h.marginal = prev and (h.ms - prev.ms) * 1e3 / (h.n - prev.n)
-    hrows[#hrows + 1] = ("| %d | %.1f ms | %s | %s | %.1f ms | %.1f ms | %.1f ms | %.1f ms | %.1f ms "
-      .. "| %s | %.1f / %.1f MiB | %.0f / %.0f | %d |")
+    hrows[#hrows + 1] = ("| %d | %.1f ms | %s | %s | %.1f + %.1f ms | %s | %.1f ms | %.1f ms | %.1f ms "
+      .. "| %.1f ms | %.1f ms | %s | %.1f / %.1f MiB | %.0f / %.0f | %d |")
       :format(h.n, h.ms, h.floor_ms and ("%.2f ms"):format(h.floor_ms) or "?",
-        h.floor_ms and ("%.1f×"):format(h.ms / h.floor_ms) or "?", h.spawn, h.commit, h.send,
+        h.floor_ms and ("%.1f×"):format(h.ms / h.floor_ms) or "?", h.old_cpu, h.new_cpu,
+        h.floor_cpu and ("%.2f ms"):format(h.floor_cpu) or "?", h.spawn, h.commit, h.send,
         h.recv, h.loop, marginal, h.old_kb / 1024, h.new_kb / 1024, h.old_b, h.new_b, #h.runs)
     prev = h
   else
-    hrows[#hrows + 1] = ("| %d | %s | | | | | | | | | | | |"):format(h.n, h.note or "?")
+    hrows[#hrows + 1] = ("| %d | %s | | | | | | | | | | | | | |"):format(h.n, h.note or "?")
   end
 end
 local htbl = table.concat(hrows, "\n")
@@ -330,8 +333,10 @@ verdict("Lua 5.4 default API: 64 KiB payload, share of the floor's rate", lr["64
 verdict("LuaJIT default API: instructions per 1-fd round trip", ji["1"], "%.0f", 1000, true)
 local h10
 for _, h in ipairs(handover) do if h.n == 10000 then h10 = h end end
-verdict("Handover 10,000 conns + 1 MiB state, times the kernel floor for 10,000 fds",
+verdict("Handover 10,000 conns + 1 MiB state, times the kernel floor for 10,000 fds (wall)",
   h10 and h10.ms and h10.floor_ms and h10.ms / h10.floor_ms, "%.1f×", 3, true)
+verdict("(the same in CPU time of both sides, for reference)",
+  h10 and h10.cpu and h10.floor_cpu and h10.cpu / h10.floor_cpu, "%.1f×", 3, true)
 local largest, first_m, last_m
 for _, h in ipairs(handover) do
   if h.ms then
