@@ -61,7 +61,7 @@ collectgarbage()
 local run = up.run_upgrade or up.upgrade_wait or up.upgrade
 local started, cpu0 = now(), os.clock()
 local pid, timings = run(up)
-assert(pid, timings)
+assert(pid, tostring(timings))
 local committed = now()
 assert(up:handoff_all(conns))
 local handed, old_cpu = now(), os.clock() - cpu0
