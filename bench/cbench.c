@@ -2,7 +2,7 @@
  * SCM_RIGHTS, nothing else) and libfdpass's C API, on the same work.
  *
  * usage: cbench CONTENDER WORKLOAD SECONDS|=COUNT
- *   CONTENDER  floor | raw (fdpass_sendmsg/recvmsg) | framed (fdpass_send/recv)
+ *   CONTENDER  floor | raw (fdpass_sendmsg/recvmsg) | framed (fdpass_chan_send/recv)
  *   WORKLOAD   1 | 253 | 5000 | 64k
  * prints "messages descriptors seconds" (CPU seconds) on one line.
  * "=COUNT" runs exactly COUNT iterations and no warm-up: what callgrind
@@ -13,7 +13,7 @@
  * socketpair: send one message, receive it, close every descriptor that
  * arrived. The descriptors sent are copies of one /dev/null descriptor.
  * "5000" is one message of 5000 descriptors: framed, that is one
- * fdpass_send; raw and floor, 20 sendmsg of at most 253 (all sent, then all
+ * fdpass_chan_send; raw and floor, 20 sendmsg of at most 253 (all sent, then all
  * received). "64k" is one message of 65536 bytes and no descriptor. */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -148,12 +148,12 @@ static size_t iter_framed(int a, int b, size_t nfds, size_t len)
 {
     (void)a; (void)b;
     fdpass_msg m;
-    int r = fdpass_send(ca, sbuf, len, sfds, nfds, -1);
+    int r = fdpass_chan_send(ca, sbuf, len, sfds, nfds, -1);
     if (r < 0)
-        die("fdpass_send", r);
-    r = fdpass_recv(cb, &m, -1);
+        die("fdpass_chan_send", r);
+    r = fdpass_chan_recv(cb, &m, -1);
     if (r < 0)
-        die("fdpass_recv", r);
+        die("fdpass_chan_recv", r);
     for (size_t i = 0; i < m.nfds; i++)
         close(m.fds[i]);
     return m.nfds;
