@@ -11,6 +11,7 @@
 local fdpass = require "fdpass"
 local fos = require "fdpass.os"
 local net = require "fdpass.net"
+local loop = require "fdpass.loop"
 local upgrade = require "fdpass.upgrade"
 
 local nconns = tonumber(arg[1]) or 10000
@@ -39,7 +40,7 @@ hold_r:close()
 local conns = {}
 local deadline = now() + 120
 while #conns < nconns and now() < deadline do
-  fdpass.poll({ l }, nil, 1)
+  loop.poll({ l }, nil, 1)
   while true do
     local c = net.accept(l)
     if not c then break end

@@ -17,7 +17,8 @@ secs = secs or count
 local nfds = work == "64k" and 0 or tonumber(work)
 assert((mode == "framed" or mode == "raw" or mode == "set") and nfds and secs,
   "usage: lbench.lua framed|raw|set 1|253|5000|64k SECONDS")
-fdpass.nofile(select(2, fdpass.nofile()))
+local fos = require "fdpass.os"
+fos.nofile(select(2, fos.nofile()))
 
 local null
 do

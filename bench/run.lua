@@ -150,7 +150,10 @@ end
 -- A run of N iterations is subtracted from one of 2N: startup cancels. ----
 
 local instr = {} -- instr[contender][work] = instructions per message
-local CG_WORKS = { { id = "1", count = CG, per = 1 }, { id = "253", count = math.max(10, math.floor(CG / 10)), per = 253 } }
+local CG_WORKS = {
+  { id = "1", count = CG, per = 1 },
+  { id = "253", count = math.max(10, math.floor(CG / 10)), per = 253 },
+}
 if have_cg then
   local jobs = {}
   for _, c in ipairs(CONTENDERS) do
