@@ -22,7 +22,8 @@
 --            exists. With `run` it is run instead, by sh -e from the top of
 --            the tree (only for quick and harmless commands).
 --   ```ini   a systemd unit, given a name with `unit=NAME.service`:
---            `systemd-analyze verify` must accept it without a warning.
+--            `systemd-analyze verify` must accept it without a warning
+--            (the page's other units lie beside it: a socket's service).
 --   ```text  output or a diagram: not code; counted, never run.
 --   any language with `excerpt=FILE`: every line of the block (less
 --            blank ones) is a line of FILE, in the same order (a shortened
@@ -319,7 +320,9 @@ local function check_ini(b)
   assert(unit and unit:match("^[%w_%-@]+%.%a+$"), b.page .. ":" .. b.line .. ": an ini block needs unit=NAME.service")
   if not shell("command -v systemd-analyze") then return skip(b, "no systemd-analyze on this machine") end
   local dir = tmpdir()
-  write(dir .. "/" .. unit, b.code)
+  for _, other in ipairs(b.units) do -- a socket unit needs its service beside it
+    write(dir .. "/" .. other.marker.unit, other.code)
+  end
   local _, out = shell(("cd %s && timeout 60 systemd-analyze verify ./%s"):format(sh_quote(dir), unit))
   shell("rm -rf " .. sh_quote(dir))
   local _, version = shell("systemd-analyze --version")
@@ -360,7 +363,10 @@ TestDocs = {}
 
 for _, page in ipairs(pages()) do
   local previous = {}
+  local units = {}
   for _, b in ipairs(blocks(page)) do
+    if b.lang == "ini" and b.marker.unit then units[#units + 1] = b end
+    b.units = units
     local name = ("test_%s_L%04d_%s"):format(page:gsub("[^%w]", "_"), b.line, b.lang)
     TestDocs[name] = function()
       if b.marker.skip then
