@@ -391,6 +391,17 @@ for _, page in ipairs(pages()) do
   end
 end
 
+-- The anchors GitHub makes of a page's headings: lower case, punctuation
+-- dropped, spaces as dashes.
+local function anchors(path)
+  local set = {}
+  local text = read(path):gsub("\n```.-\n```", "")
+  for h in text:gmatch("\n#+%s+([^\n]+)") do
+    set[(h:lower():gsub("[^%w%s%-_]", ""):gsub("%s", "-"))] = true
+  end
+  return set
+end
+
 -- luaunit runs tests in name order: the blocks of a page in page order,
 -- which `continue` relies on.
 function TestDocs.test_links_name_files_of_the_tree_and_readme_links_every_page()
@@ -401,9 +412,14 @@ function TestDocs.test_links_name_files_of_the_tree_and_readme_links_every_page(
     local text = read(page):gsub("\n```.-\n```", "")
     for target in text:gmatch("%]%(([^%)%s]+)%)") do
       local file = target:gsub("#.*", "")
-      if file ~= "" and not file:match("^%a+:") then
-        local path = dir == "." and file or (dir .. "/" .. file)
-        if not io.open(path) then missing[#missing + 1] = page .. ": " .. target end
+      local anchor = target:match("#(.*)$")
+      if not file:match("^%a+:") then
+        local path = file == "" and page or (dir == "." and file or (dir .. "/" .. file))
+        if not io.open(path) then
+          missing[#missing + 1] = page .. ": " .. target
+        elseif anchor and path:match("%.md$") and not anchors(path)[anchor] then
+          missing[#missing + 1] = page .. ": " .. target .. " (no such heading)"
+        end
       end
     end
     if page ~= "README.md" and not readme:find("](" .. page .. ")", 1, true) then
