@@ -206,9 +206,9 @@ local function run_c(b, previous)
   local san = shell("nm -D " .. sh_quote(build .. "/libfdpass.so") .. " | grep -q __asan_init")
   local dir = tmpdir()
   write(dir .. "/block.c", code)
-  local cc = ("cd %s && ${CC:-cc} -std=gnu11 -Wall -Wextra -Werror %s -I%s block.c -o block -L%s -lfdpass -Wl,-rpath,%s")
-    :format(sh_quote(dir), san and "-fsanitize=address,undefined" or "", sh_quote(ROOT .. "/src/lib"),
-      sh_quote(build), sh_quote(build))
+  local cc = ("cd %s && ${CC:-cc} -std=gnu11 -Wall -Wextra -Werror %s -I%s block.c -o block"
+    .. " -L%s -lfdpass -Wl,-rpath,%s"):format(sh_quote(dir), san and "-fsanitize=address,undefined" or "",
+      sh_quote(ROOT .. "/src/lib"), sh_quote(build), sh_quote(build))
   local ok, out = shell(cc)
   if ok then
     ok, out = shell(("cd %s && timeout 60 env %s ./block"):format(sh_quote(dir),
@@ -359,7 +359,7 @@ end
 
 -- ---- the tests: one per block, plus the links -----------------------------
 
-TestDocs = {}
+local tests = {}
 
 for _, page in ipairs(pages()) do
   local previous = {}
@@ -368,7 +368,7 @@ for _, page in ipairs(pages()) do
     if b.lang == "ini" and b.marker.unit then units[#units + 1] = b end
     b.units = units
     local name = ("test_%s_L%04d_%s"):format(page:gsub("[^%w]", "_"), b.line, b.lang)
-    TestDocs[name] = function()
+    tests[name] = function()
       if b.marker.skip then
         return skip(b, b.marker.skip == true and "(no reason given)" or b.marker.skip)
       elseif b.marker.excerpt then
@@ -404,7 +404,7 @@ end
 
 -- luaunit runs tests in name order: the blocks of a page in page order,
 -- which `continue` relies on.
-function TestDocs.test_links_name_files_of_the_tree_and_readme_links_every_page()
+function tests.test_links_name_files_of_the_tree_and_readme_links_every_page()
   local missing = {}
   local readme = read("README.md")
   for _, page in ipairs(pages()) do
@@ -429,7 +429,12 @@ function TestDocs.test_links_name_files_of_the_tree_and_readme_links_every_page(
   lu.assertEquals(missing, {})
 end
 
-function TestDocs.test_zz_summary()
+function tests.test_readme_is_a_page_or_two()
+  local n = select(2, read("README.md"):gsub("\n", ""))
+  lu.assertTrue(n <= 150, "README.md has " .. n .. " lines: what does not fit in two pages goes to docs/")
+end
+
+function tests.test_zz_summary()
   local parts = {}
   for _, k in ipairs { "lua run", "c compiled and run", "sh run", "sh checked", "ini verified",
     "excerpts checked", "text (not code)", "skipped" } do
@@ -438,5 +443,7 @@ function TestDocs.test_zz_summary()
   io.stderr:write("docs_spec: ", table.concat(parts, ", "), "\n")
   for _, w in ipairs(skipped_why) do io.stderr:write("  skipped ", w, "\n") end
 end
+
+TestDocs = H.suite(tests)
 
 H.run()
