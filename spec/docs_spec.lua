@@ -26,8 +26,9 @@
 --            (the page's other units lie beside it: a socket's service).
 --   ```text  output or a diagram: not code; counted, never run.
 --   any language with `excerpt=FILE`: every line of the block (less
---            blank ones) is a line of FILE, in the same order (a shortened
---            quotation of an example's configuration or code).
+--            blank ones and `-- ...`, which marks lines left out) is a line
+--            of FILE, in the same order (a shortened quotation of an
+--            example's configuration or code).
 --   anything else must carry `skip`.
 --
 -- Keys:
@@ -345,7 +346,7 @@ local function check_excerpt(b)
   local at, missing = 1, {}
   for l in b.code:gmatch("[^\n]+") do
     l = l:gsub("^%s+", ""):gsub("%s+$", "")
-    if l ~= "" then
+    if l ~= "" and not l:match("^%-%- %.%.%.") then
       local found
       for i = at, #lines do
         if lines[i] == l then found = i; break end
