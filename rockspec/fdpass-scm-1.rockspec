@@ -1,10 +1,16 @@
 rockspec_format = "3.0"
 package = "fdpass"
 version = "scm-1"
+-- The development rock, built from the repository's head. From a checkout:
+-- luarocks make rockspec/fdpass-scm-1.rockspec (offline). A release's
+-- rockspec (fdpass-X.Y.Z-1.rockspec, `make dist`) is made from this one with
+-- the release's version and source.
 source = {
-  url = "git+file:///dev/null", -- built from a checkout: luarocks make rockspec/fdpass-scm-1.rockspec
+  url = "git+https://github.com/fdpass/fdpass.git",
+  branch = "main",
 }
 description = {
+  homepage = "https://github.com/fdpass/fdpass",
   summary = "Pass open file descriptors between processes over Unix sockets",
   detailed = [[
     SCM_RIGHTS over AF_UNIX with framing, timeouts, peer credentials and
@@ -21,6 +27,14 @@ build = {
   modules = {
     fdpass = "lua/fdpass.lua",
     ["fdpass.upgrade"] = "lua/fdpass/upgrade.lua",
+    ["fdpass.upgrade.protocol"] = "lua/fdpass/upgrade/protocol.lua",
+    ["fdpass.upgrade.poller"] = "lua/fdpass/upgrade/poller.lua",
+    ["fdpass.upgrade.control"] = "lua/fdpass/upgrade/control.lua",
+    ["fdpass.upgrade.oldside"] = "lua/fdpass/upgrade/oldside.lua",
+    ["fdpass.upgrade.newcopy"] = "lua/fdpass/upgrade/newcopy.lua",
+    ["fdpass.upgrade.handover"] = "lua/fdpass/upgrade/handover.lua",
+    ["fdpass.upgrade.notify"] = "lua/fdpass/upgrade/notify.lua",
+    ["fdpass.upgrade.options"] = "lua/fdpass/upgrade/options.lua",
     ["fdpass.systemd"] = "lua/fdpass/systemd.lua",
     ["fdpass.os"] = "lua/fdpass/os.lua",
     ["fdpass.net"] = "lua/fdpass/net.lua",
@@ -33,6 +47,7 @@ build = {
       sources = {
         "src/lua/core.c", "src/lua/fd.c", "src/lua/channel.c", "src/lua/process.c",
         "src/lua/netio.c", "src/lua/codec.c", "src/lua/dgram.c", "src/lua/environ.c",
+        "src/lua/epoll.c",
         "src/lib/deadline.c", "src/lib/dgram.c", "src/lib/errors.c", "src/lib/fdinfo.c",
         "src/lib/framing.c", "src/lib/rawmsg.c", "src/lib/sockets.c", "src/lib/spawn.c",
       },
