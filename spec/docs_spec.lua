@@ -241,7 +241,11 @@ local TREE_DIRS = { "bench", "bin", "docs", "examples", "fuzz", "lua", "rockspec
 -- The problems of one shell command (a list of words), or nil.
 local function check_command(words, problems, where)
   local i = 1
-  while words[i] and words[i]:match("^[%a_][%w_]*=") do i = i + 1 end -- VAR=value before it
+  -- VAR=value before it, and the commands that run the next word (as root, ...)
+  local prefix = { sudo = true, env = true, exec = true, nohup = true, time = true }
+  while words[i] and (words[i]:match("^[%a_][%w_]*=") or prefix[words[i]] or (words[i]:match("^%-") and i > 1)) do
+    i = i + 1
+  end
   local cmd = words[i]
   if not cmd then return end
   if cmd:find("/", 1, true) then
