@@ -41,6 +41,16 @@ local M = {}
 local Adapter = {}
 Adapter.__index = Adapter
 
+-- LuaSocket makes its sockets without FD_CLOEXEC: every new copy would
+-- inherit them (its descriptors grow by the connections of its old
+-- process, and each holds the connection open). Set on what we accept
+-- and on the listener we make.
+local function cloexec(sock)
+  local f = fdpass.fd(sock:getfd())
+  f:cloexec(true)
+  f:detach() -- the descriptor stays LuaSocket's
+end
+
 -- ---- a connection: a LuaSocket client with bytes in front of it ------------------
 
 -- An object's methods first, then the socket's own, called on the socket.
@@ -105,7 +115,12 @@ function conn_methods:receive(pattern, part)
     data, self.prefix = have:sub(1, pattern), have:sub(pattern + 1)
   end
   if not data then data, err, partial = self.sock:receive(pattern, have) end
-  if data or (partial and partial ~= "") then self.boundary = false end
+  -- A line not yet whole keeps a connection at its boundary: copas holds
+  -- the partial line and gives it back to the next receive, and a handover
+  -- takes it along (self.part).
+  local line = pattern == "*l" or pattern == "*L"
+  if data or (partial and partial ~= "" and not line) then self.boundary = false end
+  self.part = self.boundary and line and partial or nil
   if err == "closed" then self.peer_closed = true end
   return data, err, partial
 end
@@ -129,7 +144,8 @@ end
 -- At a request boundary: the prefix and whatever the kernel has now are
 -- the bytes read of the next request.
 function conn_methods:take_buffered()
-  local got = self.prefix
+  local got = (self.part or "") .. self.prefix
+  self.part = nil
   self.prefix = ""
   self.sock:settimeout(0)
   local data, err, partial = self.sock:receive(1048576)
@@ -158,6 +174,7 @@ function listener_methods:accept()
   if self.ad.core.committed then return nil, "closed" end
   local s, err = self.sock:accept()
   if not s then return nil, err end
+  cloexec(s)
   local c = new_conn(self.ad, s, "", self.name)
   self.ad.core:add(c, nil, "accepted")
   return c
@@ -195,8 +212,11 @@ end
 function Adapter:listener(name, make, ...)
   local args, n = { ... }, select("#", ...)
   local unpack = table.unpack or unpack -- luacheck: read globals table.unpack unpack
-  local sock = self.core:listener(name, function() return make(unpack(args, 1, n)) end,
-    function(fd) return fdpass.luasocket(fd) end)
+  local sock = self.core:listener(name, function()
+    local s, err = make(unpack(args, 1, n))
+    if s then cloexec(s) end
+    return s, err
+  end, function(fd) return fdpass.luasocket(fd) end)
   local l = new_listener(self, sock, name)
   self.listeners[#self.listeners + 1] = l
   return l

@@ -71,6 +71,9 @@ function M.new(opts)
   self.up = upgrade.new(upopts)
   self.inherited = self.up:inherit { inherit = function(got) return self:check_inherited(got) end }
   self.generation = self.up.generation
+  -- A new copy stays until its old process is done: what that one still
+  -- hands over (connections, the final state) comes through this one.
+  self.old_done = not self.inherited
   self.up:state(function() return self:snapshot() end)
   return self
 end
@@ -240,6 +243,8 @@ function Core:pump()
       self.on_connection(a)
     elseif ev == "state" then
       self:merge(a)
+    elseif ev == "done" then
+      self.old_done = true
     elseif ev == "failed" then
       self.failures = (self.failures or 0) + 1 -- the upgrader logged it
     end
@@ -273,7 +278,7 @@ function Core:check()
     self.counts.cut = self.counts.cut + self.nconns
     self.conns, self.nconns = {}, 0
   end
-  if self.nconns == 0 then self:exit() end
+  if self.nconns == 0 and self.old_done then self:exit() end
 end
 
 --- The old process's end: the final state to the new copy, a summary line,

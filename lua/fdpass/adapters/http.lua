@@ -140,6 +140,20 @@ function Adapter:hand(conn, sock, name)
   self.core:hand { { conn = sock, name = name, buffered = buffered } }
   conn:take_socket() -- lua-http lets go of it (no shutdown: the socket lives on)
   sock:close()
+  self.core:check()
+end
+
+-- At a request boundary: whether a whole request head is buffered (lua-http
+-- then reads it without waiting), and how many bytes are. Until then the
+-- connection stays at the boundary, so that an upgrade takes it with the
+-- half-sent head.
+local MAX_PEEK = 65536
+local function head_ready(sock)
+  local n = sock:pending()
+  if n == 0 then return false, 0 end
+  local data = sock:xread(n, "b", 0) or ""
+  sock:unget(data)
+  return n > MAX_PEEK or data:find("\r\n\r\n", 1, true) ~= nil, n
 end
 
 -- One connection, one stream at a time; between two streams it is at a
@@ -154,16 +168,19 @@ function Adapter:serve_conn(sock, name)
       self:hand(conn, sock, name)
       return
     end
-    if c.draining and c.deadline_passed then
+    local ready, n = head_ready(sock)
+    if c.draining and c.deadline_passed and n == 0 then
       why = "polite" -- idle at the deadline: closed between requests
       break
     end
-    local ok, _, errno = sock:fill(1, 0)
-    if not ok then
-      if errno ~= ce.ETIMEDOUT then break end -- closed or failed
-      local left = idle_until - cqueues.monotime()
-      if left <= 0 then why = "polite"; break end -- keep-alive timeout
-      cqueues.poll(sock, self.wake, left)
+    if not ready then
+      local ok, _, errno = sock:fill(n + 1, 0)
+      if not ok then
+        if errno ~= ce.ETIMEDOUT then break end -- closed or failed
+        local left = idle_until - cqueues.monotime()
+        if left <= 0 then why = n == 0 and "polite" or "peer"; break end -- keep-alive timeout
+        cqueues.poll(sock, self.wake, left)
+      end
     else
       local stream = conn:get_next_incoming_stream(0)
       if not stream then break end

@@ -131,7 +131,7 @@ end
 function Adapter:sweep()
   local c = self.core
   for tcp in c:each() do
-    if closing(tcp) then c:remove(tcp, c.committed and "polite" or "peer") end
+    if closing(tcp) then c:remove(tcp, c.draining and "polite" or "peer") end
   end
   c:check()
 end
@@ -142,7 +142,7 @@ function Adapter:turn()
   local batch = {}
   for tcp, unhandled in c:each() do
     if closing(tcp) then
-      c:remove(tcp, "polite")
+      c:remove(tcp, c.draining and "polite" or "peer")
     elseif not c.draining and tcp:get_write_queue_size() == 0 then
       local buffered = unhandled()
       if buffered then
