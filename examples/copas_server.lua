@@ -1,7 +1,8 @@
 -- A copas keep-alive HTTP server that upgrades itself with fdpass: on
 -- SIGHUP or `bin/fdpass-upgrade CONTROL_ADDR` a new copy takes over its
--- listener, its counter and its keep-alive connections (UPGRADE_MODE=drain:
--- they are closed politely instead). `diff copas_plain.lua copas_server.lua`.
+-- listener, its counter and its keep-alive connections. UPGRADE_MODE=drain:
+-- they are closed politely instead (idle ones after UPGRADE_DRAIN seconds).
+-- `diff copas_plain.lua copas_server.lua` shows what it takes.
 --
 -- usage: lua5.1 examples/copas_server.lua PORT CONTROL_ADDR [PIDFILE]
 local copas = require "copas"
@@ -10,8 +11,8 @@ local socket = require "socket"
 local port = assert(tonumber(arg[1]), "usage: " .. arg[0] .. " PORT [CONTROL_ADDR [PIDFILE]]")
 local pid = io.open("/proc/self/stat"):read("*n")
 local stats = { served = 0 }
-local ad = require("fdpass.adapters.copas").new { control = arg[2], pidfile = arg[3], mode = os.getenv("UPGRADE_MODE") }
-ad:state(stats)
+local ad = require("fdpass.adapters.copas").new { control = arg[2], pidfile = arg[3], state = stats,
+  mode = os.getenv("UPGRADE_MODE"), drain = tonumber(os.getenv("UPGRADE_DRAIN") or "") }
 
 -- One connection: a request line, headers up to an empty line, a body of
 -- Content-Length bytes; answered, and the next one read.

@@ -1,7 +1,8 @@
 -- A luv (libuv) keep-alive HTTP server that upgrades itself with fdpass: on
 -- SIGHUP or `bin/fdpass-upgrade CONTROL_ADDR` a new copy takes over its
--- listener, its counter and its keep-alive connections (UPGRADE_MODE=drain:
--- they are closed politely instead). `diff luv_plain.lua luv_server.lua`.
+-- listener, its counter and its keep-alive connections. UPGRADE_MODE=drain:
+-- they are closed politely instead (idle ones after UPGRADE_DRAIN seconds).
+-- `diff luv_plain.lua luv_server.lua` shows what it takes.
 --
 -- usage: lua5.4 examples/luv_server.lua PORT CONTROL_ADDR [PIDFILE]
 local uv = require "luv"
@@ -9,8 +10,8 @@ local uv = require "luv"
 local port = assert(tonumber(arg[1]), "usage: " .. arg[0] .. " PORT [CONTROL_ADDR [PIDFILE]]")
 local pid = io.open("/proc/self/stat"):read("*n")
 local stats = { served = 0 }
-local ad = require("fdpass.adapters.luv").new { control = arg[2], pidfile = arg[3], mode = os.getenv("UPGRADE_MODE") }
-ad:state(stats)
+local ad = require("fdpass.adapters.luv").new { control = arg[2], pidfile = arg[3], state = stats,
+  mode = os.getenv("UPGRADE_MODE"), drain = tonumber(os.getenv("UPGRADE_DRAIN") or "") }
 
 -- Answers every complete request at the start of buf; returns the rest
 -- (a request not yet complete), or nil once the connection is closing.

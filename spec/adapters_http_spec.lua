@@ -1,9 +1,70 @@
--- The http adapter (fdpass.adapters.http) with its example server
+-- The lua-http adapter (fdpass.adapters.http) with its example server
 -- (examples/lua_http_server.lua) under keep-alive load: spec/stackload.lua.
+-- And two regressions: TCP_NODELAY on a handed-over connection, and the
+-- cqueues outage (cqueues watching a descriptor fdpass closed).
 local lu = require "luaunit"
 local H = require "helpers"
 local S = require "stackload"
 
-TestAdaptersHttp = H.suite(S.tests(lu, "http", "lua_http"))
+local REQ = "GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+
+-- Two answers on one keep-alive connection of the nodelay app, an
+-- upgrade between them: the bodies.
+local function nodelay_across_an_upgrade(naive)
+  local srv = S.start("http", "spec/adapters/http_nodelay_app.lua", { NAIVE = naive and "1" or nil })
+  local fd = assert(require("fdpass").tcp_connect("127.0.0.1", srv.port, 2))
+  assert(fd:write(REQ))
+  local _, before = S.read_answer(fd)
+  local new, err = S.upgrade(srv, "control")
+  assert(fd:write(REQ))
+  local _, after = S.read_answer(fd)
+  fd:close()
+  local log = S.stop(srv)
+  return before, after, new, err, log
+end
+
+TestAdaptersHttp = H.suite(S.tests(lu, "http", "lua_http", {
+  test_tcp_nodelay_survives_the_handover_of_a_connection = function()
+    local before, after, new, err, log = nodelay_across_an_upgrade(false)
+    lu.assertNotNil(new, tostring(err) .. "\n" .. log)
+    lu.assertStrMatches(before or "", "%d+ nodelay=true\n")
+    lu.assertEquals(after, new .. " nodelay=true\n", log)
+  end,
+
+  -- The check can fail: cqueues' own fdopen turns TCP_NODELAY off.
+  test_the_naive_fdopen_loses_tcp_nodelay = function()
+    local _, after, new, err, log = nodelay_across_an_upgrade(true)
+    lu.assertNotNil(new, tostring(err) .. "\n" .. log)
+    lu.assertEquals(after, new .. " nodelay=false\n", log)
+  end,
+
+  -- Issue 11: fed to cqueues.poll, descriptors that fdpass closed after an
+  -- upgrade took both processes down ("unable to update event
+  -- disposition"). Three upgrades back to back, a keep-alive connection
+  -- answered by each new copy, each old one leaving cleanly.
+  test_three_upgrades_in_a_row_under_cqueues_leave_both_sides_alive = function()
+    local srv = S.start("http", "examples/lua_http_server.lua")
+    local fd = assert(require("fdpass").tcp_connect("127.0.0.1", srv.port, 2))
+    local pids = { S.pid_of(srv) }
+    for i = 1, 3 do
+      local new, err = S.upgrade(srv, "control")
+      lu.assertNotNil(new, ("upgrade %d: %s"):format(i, tostring(err)))
+      assert(fd:write(REQ))
+      local _, body = S.read_answer(fd)
+      lu.assertStrMatches(body or "", new .. " served %d+\n")
+      pids[#pids + 1] = new
+    end
+    fd:close()
+    S.sleep(0.3)
+    for i = 1, 3 do lu.assertTrue(H.gone_or_zombie(pids[i]), "old process " .. pids[i] .. " left") end
+    local status = S.get(srv.port)
+    lu.assertEquals(status, 200)
+    local log = S.stop(srv)
+    lu.assertNil(log:find("event disposition", 1, true), log)
+    lu.assertNil(log:find("traceback", 1, true), log)
+    local _, done = log:gsub("done: handed %d+, closed 0 politely, %d+ by peers, 0 cut", "")
+    lu.assertEquals(done, 3, log)
+  end,
+}))
 
 H.run()

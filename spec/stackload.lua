@@ -394,6 +394,44 @@ function S.buffered(stack, script, env)
   return { body1 = body1, body2 = body2, body3 = body3, full = full, new = new, err = err, log = log }
 end
 
+--- Drain with a deadline: after an upgrade in "drain" mode (UPGRADE_DRAIN=1)
+-- a connection that asks again is answered by the old process with
+-- "Connection: close" and closed; an idle one is closed at the deadline
+-- (an end of file, no reset). Returns what each saw and the log.
+function S.idle_drain(stack, script)
+  local srv = S.start(stack, script, { UPGRADE_MODE = "drain", UPGRADE_DRAIN = "1" })
+  local old = S.pid_of(srv)
+  local idle, busy = raw_conn(srv.port), raw_conn(srv.port)
+  local r = { old = old }
+  for _, fd in ipairs { idle, busy } do
+    assert(fd:write("GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
+    assert(read_answer(fd))
+  end
+  local t0 = fos.monotonic()
+  r.new, r.err = S.upgrade(srv, "control")
+  assert(busy:write("GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
+  r.busy_answer, r.busy_body = read_answer(busy)
+  r.busy_after = select(3, read_answer(busy, 2)) -- then the end: nothing more
+  busy:close()
+  -- the idle one: nothing until the end of file at the deadline
+  local got, deadline = "", fos.monotonic() + 5
+  while fos.monotonic() < deadline do
+    loop.poll({ idle }, nil, 0.1)
+    local data, err, code = idle:read(4096)
+    if data then got = got .. data elseif code ~= "EAGAIN" then r.idle_end = code or err; break end
+  end
+  r.idle_seconds = fos.monotonic() - t0
+  r.idle_got = got
+  idle:close()
+  for _ = 1, 100 do
+    if H.gone_or_zombie(old) then break end
+    sleep(0.02)
+  end
+  r.old_gone = H.gone_or_zombie(old)
+  r.log = S.stop(srv)
+  return r
+end
+
 --- Attacks while the stack serves under the bundled client's load: a
 -- stranger floods the control socket and a new copy floods the old
 -- process's stderr and channel, then hangs (never HELLO), until the spec
@@ -484,6 +522,22 @@ function S.tests(lu, stack, name, extra)
       -- the old process logged why the evil copy failed, once
       local _, n = r.log:gsub("new copy " .. r.evil .. " ", "")
       lu.assertEquals(n, 1, why)
+    end,
+
+    test_drain_closes_the_idle_at_the_deadline_and_the_busy_after_their_answer = function()
+      local r = S.idle_drain(stack, server)
+      local why = "\n" .. r.log
+      lu.assertNotNil(r.new, tostring(r.err) .. why)
+      lu.assertNotNil((r.busy_body or ""):match("^" .. r.old .. " served %d+\n$"), tostring(r.busy_body) .. why)
+      lu.assertStrContains(r.busy_answer:lower(), "connection: close", false)
+      lu.assertEquals(r.busy_after, "", "nothing after the last answer")
+      lu.assertEquals(r.idle_got, "", "the idle connection got nothing but its end")
+      lu.assertEquals(r.idle_end, "EOF", "an end of file, not a reset" .. why)
+      lu.assertTrue(r.idle_seconds >= 0.9, ("closed %.2f s after the commit, before the deadline"):format(r.idle_seconds))
+      lu.assertTrue(r.old_gone, "the old process left after its deadline" .. why)
+      local polite, cut = r.log:match("%[" .. r.old .. "%] done: handed 0, closed (%d+) politely, %d+ by peers, (%d+) cut")
+      lu.assertEquals(tonumber(polite), 2, why)
+      lu.assertEquals(tonumber(cut), 0, why)
     end,
   }
   for k, v in pairs(extra or {}) do t[k] = v end

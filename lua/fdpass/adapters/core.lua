@@ -21,7 +21,7 @@ Core.__index = Core
 
 -- Keys of `new`'s options that are ours; every other one is the upgrader's
 -- (which raises on a key it does not know).
-local OWN = { mode = true, drain = true, on_event = true }
+local OWN = { mode = true, drain = true, state = true }
 local MODES = { handover = true, drain = true }
 local STEPS = 16 -- events taken from the upgrader per pump: the stack's loop gets the rest
 
@@ -42,7 +42,7 @@ end
 --   `drain` seconds after the commit by which every connection must be
 --   gone (default 10): idle ones are closed then, busy ones after the
 --   answer in flight, and a connection still busy a `drain` later is cut
---   (counted as such).
+--   (counted as such); `state` a table kept across upgrades (see `state`).
 -- @return core object
 function M.new(opts)
   if opts ~= nil and type(opts) ~= "table" then
@@ -75,6 +75,7 @@ function M.new(opts)
   -- hands over (connections, the final state) comes through this one.
   self.old_done = not self.inherited
   self.up:state(function() return self:snapshot() end)
+  if opts.state ~= nil then self:state(opts.state) end
   return self
 end
 

@@ -159,7 +159,11 @@ function Adapter:turn()
 end
 
 function Adapter:committed()
-  self.draining = self.core.draining
+  local c = self.core
+  for tcp in c:each() do -- closed before the commit, seen only now
+    if closing(tcp) then c:remove(tcp, "peer") end
+  end
+  self.draining = c.draining
   for _, l in ipairs(self.listeners) do
     if not closing(l) then l:close() end -- the new copy accepts on the same socket
   end
