@@ -32,6 +32,9 @@ local function sh(cmd)
 end
 
 S.root = sh("pwd"):gsub("%s+$", "")
+-- The build the suite runs from (make test: build/, make sanitize:
+-- build-san/), from the C path the Makefile set.
+S.build = (os.getenv("LUA_CPATH") or ""):match("^(/[^;]-)/lua[^/;]*/%?%.so") or (S.root .. "/build")
 
 -- ---- which Lua runs which stack ---------------------------------------------------
 
@@ -56,14 +59,16 @@ end
 -- interpreter's build of fdpass.core (make builds it), plus `extra`.
 function S.env(lua, extra)
   local b = assert(BUILD_DIR[lua], "no build for " .. tostring(lua))
-  local core = ("%s/build/%s/fdpass/core.so"):format(S.root, b)
+  local core = ("%s/%s/fdpass/core.so"):format(S.build, b)
   assert(io.open(core), "fdpass.core is not built for " .. lua .. " (" .. core .. "): make builds it")
     :close()
   local env = {
     PATH = os.getenv("PATH"), HOME = os.getenv("HOME") or "/tmp",
     LUA_PATH = ("%s/lua/?.lua;%s/lua/?/init.lua;%s/spec/?.lua;;"):format(S.root, S.root, S.root),
-    LUA_CPATH = ("%s/build/%s/?.so;;"):format(S.root, b),
+    LUA_CPATH = ("%s/%s/?.so;;"):format(S.build, b),
   }
+  -- make sanitize preloads the sanitizers' runtime: the children too
+  for _, k in ipairs { "LD_PRELOAD", "ASAN_OPTIONS", "UBSAN_OPTIONS" } do env[k] = os.getenv(k) end
   for k, v in pairs(extra or {}) do env[k] = v end
   return env
 end
@@ -533,9 +538,11 @@ function S.tests(lu, stack, name, extra)
       lu.assertEquals(r.busy_after, "", "nothing after the last answer")
       lu.assertEquals(r.idle_got, "", "the idle connection got nothing but its end")
       lu.assertEquals(r.idle_end, "EOF", "an end of file, not a reset" .. why)
-      lu.assertTrue(r.idle_seconds >= 0.9, ("closed %.2f s after the commit, before the deadline"):format(r.idle_seconds))
+      lu.assertTrue(r.idle_seconds >= 0.9,
+        ("closed %.2f s after the commit, before the deadline"):format(r.idle_seconds))
       lu.assertTrue(r.old_gone, "the old process left after its deadline" .. why)
-      local polite, cut = r.log:match("%[" .. r.old .. "%] done: handed 0, closed (%d+) politely, %d+ by peers, (%d+) cut")
+      local polite, cut = r.log:match("%[" .. r.old
+        .. "%] done: handed 0, closed (%d+) politely, %d+ by peers, (%d+) cut")
       lu.assertEquals(tonumber(polite), 2, why)
       lu.assertEquals(tonumber(cut), 0, why)
     end,
