@@ -133,7 +133,7 @@ test-san:
 	  FDPASS_CTEST_ENV="LD_PRELOAD= ASAN_OPTIONS=detect_leaks=1" $(LUA) spec/run.lua
 
 install: all
-	install -d $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(LUA_LMOD)/fdpass $(DESTDIR)$(LUA_CMOD)/fdpass
+	install -d $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(LUA_LMOD)/fdpass/upgrade $(DESTDIR)$(LUA_CMOD)/fdpass
 	install -m 644 src/lib/fdpass.h $(DESTDIR)$(INCLUDEDIR)/
 	install -m 755 $(SHLIB) $(DESTDIR)$(LIBDIR)/
 	ln -sf libfdpass.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libfdpass.so.$(SOVERSION)
@@ -142,6 +142,7 @@ install: all
 	install -m 644 $(PCFILE) $(DESTDIR)$(LIBDIR)/pkgconfig/
 	install -m 644 lua/fdpass.lua $(DESTDIR)$(LUA_LMOD)/
 	for f in lua/fdpass/*.lua; do [ -e "$$f" ] && install -m 644 "$$f" $(DESTDIR)$(LUA_LMOD)/fdpass/ || true; done
+	for f in lua/fdpass/upgrade/*.lua; do [ -e "$$f" ] && install -m 644 "$$f" $(DESTDIR)$(LUA_LMOD)/fdpass/upgrade/ || true; done
 	install -m 755 $(CORE_SO) $(DESTDIR)$(LUA_CMOD)/fdpass/
 	install -d $(DESTDIR)$(LUA_LMOD)/fdpass/adapters
 	for f in lua/fdpass/adapters/*.lua; do install -m 644 "$$f" $(DESTDIR)$(LUA_LMOD)/fdpass/adapters/; done
@@ -192,9 +193,9 @@ fuzz-deps:
 $(FUZZ_BUILD)/fuzz_records: fuzz/fuzz_records.c fuzz/fuzz_common.h $(LIB_SRC) src/lib/fdpass.h src/lib/internal.h | fuzz-deps
 	@mkdir -p $(@D)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -Isrc/lib $< $(LIB_SRC) -o $@
-$(FUZZ_BUILD)/fuzz_%: fuzz/fuzz_%.c fuzz/fuzz_common.h $(LIB_SRC) $(LUA_SRC) src/lib/fdpass.h src/lib/internal.h src/lua/binding.h src/lua/compat.h | fuzz-deps deps
+$(FUZZ_BUILD)/fuzz_%: fuzz/fuzz_%.c fuzz/fuzz_common.h $(LIB_SRC) $(LUA_SRC) $(wildcard lua/*.lua lua/fdpass/*.lua lua/fdpass/upgrade/*.lua) src/lib/fdpass.h src/lib/internal.h src/lua/binding.h src/lua/compat.h | fuzz-deps deps
 	@mkdir -p $(@D)
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -Isrc/lib $$(pkg-config --cflags $(LUA_PC)) $< $(LIB_SRC) $(LUA_SRC) -o $@ $$(pkg-config --libs $(LUA_PC)) -lm
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -DFDPASS_LUA_DIR='"$(CURDIR)/lua"' -Isrc/lib $$(pkg-config --cflags $(LUA_PC)) $< $(LIB_SRC) $(LUA_SRC) -o $@ $$(pkg-config --libs $(LUA_PC)) -lm
 fuzz-corpus: all
 	@$(LUA_ENV) $(LUA) fuzz/mkcorpus.lua
 clean-fuzz:
