@@ -222,7 +222,8 @@ end
 
 --- Runs `script` of `stack` under load through `upgrades` upgrades.
 -- opts: `mode` ("handover"/"drain"), `conns` (bundled client), `wrk`
--- (wrk connections, 0: none), `pause` between upgrades, `env`.
+-- (wrk connections, 0: none), `pause` between upgrades, `env`. `conns`
+-- 0: wrk alone (bench/adapters_wrk.lua).
 function S.run(stack, script, opts)
   opts = opts or {}
   local upgrades = opts.upgrades or 10
@@ -236,7 +237,7 @@ function S.run(stack, script, opts)
   local first = S.pid_of(srv)
   sleep(0.1)
   r.fds_start = S.fds(first)
-  local load = S.load(srv.port, conns)
+  local load = conns > 0 and S.load(srv.port, conns) or nil
   local wrk = wrk_conns > 0 and S.wrk(srv.port, wrk_conns, 60) or nil
   sleep(0.5)
   r.rss_start = S.rss(first)
@@ -257,7 +258,7 @@ function S.run(stack, script, opts)
   local last = S.pid_of(srv)
   r.rss_end = S.rss(last)
   r.wrk = wrk and S.wrk_result(wrk)
-  r.load = S.load_result(load)
+  r.load = load and S.load_result(load) or { text = "" }
   -- every old process gone (drain mode: after its deadline)
   local deadline = fos.monotonic() + (opts.linger or 5)
   for _, pid in ipairs(r.pids) do
@@ -462,7 +463,7 @@ function S.attack(stack, script, opts)
   r.evil = evil
   if evil then fos.kill(evil, "KILL") end
   sleep(0.5)
-  r.load = S.load_result(load)
+  r.load = load and S.load_result(load) or { text = "" }
   r.pid_during = S.pid_of(srv)
   r.after, r.after_err = S.upgrade(srv, "control")
   r.status, r.body = S.get(srv.port)
