@@ -56,6 +56,9 @@ function M.new(opts)
   if opts.drain ~= nil and (type(opts.drain) ~= "number" or opts.drain < 0) then
     error("bad option 'drain' to 'new' (seconds expected, got " .. tostring(opts.drain) .. ")", 2)
   end
+  if opts.state ~= nil and type(opts.state) ~= "table" then
+    error("bad option 'state' to 'new' (table expected, got " .. type(opts.state) .. ")", 2)
+  end
   local me = fos.getpid()
   local upopts = { log = function(line) io.stderr:write(("[%d] %s\n"):format(me, line)) end, signal = "HUP" }
   for k, v in pairs(opts) do
