@@ -146,6 +146,16 @@ function S.stop(srv)
   return log
 end
 
+--- Runs `fn(srv)` and stops the server whatever happens: its result and
+-- the server's log, or the error raised again with the log after it (a
+-- failed assertion leaves no server running).
+function S.guard(srv, fn)
+  local ok, a, b, c = pcall(fn, srv)
+  local log = S.stop(srv)
+  if not ok then error(tostring(a) .. "\n" .. log, 0) end
+  return log, a, b, c
+end
+
 --- One upgrade by `how` ("signal" or "control"): the new pid, or nil, why.
 function S.upgrade(srv, how)
   local old = S.pid_of(srv)
@@ -381,23 +391,23 @@ S.read_answer = read_answer
 -- on the same connection (the old process's bytes went along). Returns
 -- the pids that answered before and after, the new pid, and the log.
 function S.buffered(stack, script, env)
-  local srv = S.start(stack, script, env)
-  local fd = raw_conn(srv.port)
-  assert(fd:write("GET /1 HTTP/1.1\r\nHost: x\r\n\r\n"))
-  local _, body1 = read_answer(fd)
-  local first_half = "GET /2 HT" -- not even a whole line
-  assert(fd:write(first_half))
-  sleep(0.2) -- read by the old process's stack
-  local new, err = S.upgrade(srv, "control")
-  sleep(0.2)
-  assert(fd:write("TP/1.1\r\nHost: x\r\n\r\n"))
-  local full, body2 = read_answer(fd)
-  -- and the connection lives on: one more request
-  assert(fd:write("GET /3 HTTP/1.1\r\nHost: x\r\n\r\n"))
-  local _, body3 = read_answer(fd)
-  fd:close()
-  local log = S.stop(srv)
-  return { body1 = body1, body2 = body2, body3 = body3, full = full, new = new, err = err, log = log }
+  local b = {}
+  b.log = S.guard(S.start(stack, script, env), function(srv)
+    local fd = raw_conn(srv.port)
+    assert(fd:write("GET /1 HTTP/1.1\r\nHost: x\r\n\r\n"))
+    b.body1 = select(2, read_answer(fd))
+    assert(fd:write("GET /2 HT")) -- not even a whole line
+    sleep(0.2) -- read by the old process's stack
+    b.new, b.err = S.upgrade(srv, "control")
+    sleep(0.2)
+    assert(fd:write("TP/1.1\r\nHost: x\r\n\r\n"))
+    b.full, b.body2 = read_answer(fd)
+    -- and the connection lives on: one more request
+    assert(fd:write("GET /3 HTTP/1.1\r\nHost: x\r\n\r\n"))
+    b.body3 = select(2, read_answer(fd))
+    fd:close()
+  end)
+  return b
 end
 
 --- Drain with a deadline: after an upgrade in "drain" mode (UPGRADE_DRAIN=1)
@@ -405,36 +415,37 @@ end
 -- "Connection: close" and closed; an idle one is closed at the deadline
 -- (an end of file, no reset). Returns what each saw and the log.
 function S.idle_drain(stack, script)
-  local srv = S.start(stack, script, { UPGRADE_MODE = "drain", UPGRADE_DRAIN = "1" })
-  local old = S.pid_of(srv)
-  local idle, busy = raw_conn(srv.port), raw_conn(srv.port)
-  local r = { old = old }
-  for _, fd in ipairs { idle, busy } do
-    assert(fd:write("GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
-    assert(read_answer(fd))
-  end
-  local t0 = fos.monotonic()
-  r.new, r.err = S.upgrade(srv, "control")
-  assert(busy:write("GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
-  r.busy_answer, r.busy_body = read_answer(busy)
-  r.busy_after = select(3, read_answer(busy, 2)) -- then the end: nothing more
-  busy:close()
-  -- the idle one: nothing until the end of file at the deadline
-  local got, deadline = "", fos.monotonic() + 5
-  while fos.monotonic() < deadline do
-    loop.poll({ idle }, nil, 0.1)
-    local data, err, code = idle:read(4096)
-    if data then got = got .. data elseif code ~= "EAGAIN" then r.idle_end = code or err; break end
-  end
-  r.idle_seconds = fos.monotonic() - t0
-  r.idle_got = got
-  idle:close()
-  for _ = 1, 100 do
-    if H.gone_or_zombie(old) then break end
-    sleep(0.02)
-  end
-  r.old_gone = H.gone_or_zombie(old)
-  r.log = S.stop(srv)
+  local r = {}
+  r.log = S.guard(S.start(stack, script, { UPGRADE_MODE = "drain", UPGRADE_DRAIN = "1" }), function(srv)
+    local old = S.pid_of(srv)
+    r.old = old
+    local idle, busy = raw_conn(srv.port), raw_conn(srv.port)
+    for _, fd in ipairs { idle, busy } do
+      assert(fd:write("GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
+      assert(read_answer(fd))
+    end
+    local t0 = fos.monotonic()
+    r.new, r.err = S.upgrade(srv, "control")
+    assert(busy:write("GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
+    r.busy_answer, r.busy_body = read_answer(busy)
+    r.busy_after = select(3, read_answer(busy, 2)) -- then the end: nothing more
+    busy:close()
+    -- the idle one: nothing until the end of file at the deadline
+    local got, deadline = "", fos.monotonic() + 5
+    while fos.monotonic() < deadline do
+      loop.poll({ idle }, nil, 0.1)
+      local data, err, code = idle:read(4096)
+      if data then got = got .. data elseif code ~= "EAGAIN" then r.idle_end = code or err; break end
+    end
+    r.idle_seconds = fos.monotonic() - t0
+    r.idle_got = got
+    idle:close()
+    for _ = 1, 100 do
+      if H.gone_or_zombie(old) then break end
+      sleep(0.02)
+    end
+    r.old_gone = H.gone_or_zombie(old)
+  end)
   return r
 end
 
@@ -450,24 +461,25 @@ function S.attack(stack, script, opts)
     LUA_INIT = "@" .. S.root .. "/spec/adapters/evil_copy.lua", EVIL_FLAG = flag, EVIL_SECONDS = "3",
   })
   local r = { lua = srv.lua }
-  local load = S.load(srv.port, opts.conns or 8)
-  sleep(0.3)
-  local stranger = spawn_reader({ srv.lua, "spec/adapters/stranger.lua", srv.control, "2.5" }, S.env(srv.lua))
-  fos.kill(S.pid_of(srv), "HUP") -- the new copy is the evil one
-  sleep(2.7)
-  r.stranger = collect(stranger, "TERM")
-  local f = io.open(flag)
-  local evil = f and tonumber(f:read("*a"):match("%d+"))
-  if f then f:close() end
-  os.remove(flag) -- from now on a new copy is a normal one
-  r.evil = evil
-  if evil then fos.kill(evil, "KILL") end
-  sleep(0.5)
-  r.load = load and S.load_result(load) or { text = "" }
-  r.pid_during = S.pid_of(srv)
-  r.after, r.after_err = S.upgrade(srv, "control")
-  r.status, r.body = S.get(srv.port)
-  r.log = S.stop(srv)
+  r.log = S.guard(srv, function()
+    local load = S.load(srv.port, opts.conns or 8)
+    sleep(0.3)
+    local stranger = spawn_reader({ srv.lua, "spec/adapters/stranger.lua", srv.control, "2.5" }, S.env(srv.lua))
+    fos.kill(S.pid_of(srv), "HUP") -- the new copy is the evil one
+    sleep(2.7)
+    r.stranger = collect(stranger, "TERM")
+    local f = io.open(flag)
+    local evil = f and tonumber(f:read("*a"):match("%d+"))
+    if f then f:close() end
+    os.remove(flag) -- from now on a new copy is a normal one
+    r.evil = evil
+    if evil then fos.kill(evil, "KILL") end
+    sleep(0.5)
+    r.load = S.load_result(load)
+    r.pid_during = S.pid_of(srv)
+    r.after, r.after_err = S.upgrade(srv, "control")
+    r.status, r.body = S.get(srv.port)
+  end)
   return r
 end
 
