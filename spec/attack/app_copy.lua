@@ -1,0 +1,26 @@
+-- A real new copy for the attack specs: it runs fdpass.upgrade's inherit
+-- (up:inherit of the split, up:start before it) exactly as an app does,
+-- facing an old side the spec plays by hand. With the collector stopped
+-- from the start, it reports on stdout (its stderr becomes the old
+-- process's during the handover), one "key value" line each:
+--   took_over 1      inherit returned what the old process handed over
+--   held N           descriptors held then beyond those it started with
+--                    (0, 1, 2 and the channel on 3), uncollected
+--   listeners N      descriptors among what it inherited
+-- and exits 0; when inherit fails the upgrader exits 1 itself.
+-- usage: lua spec/attack/app_copy.lua
+local fos = require "fdpass.os"
+local upgrade = require "fdpass.upgrade"
+
+collectgarbage()
+collectgarbage("stop") -- a descriptor left to the collector stays visible
+local base = fos.fdcount()
+local up = upgrade.new { argv = { "unused" }, timeouts = { hello = 5, handover = 5, ready = 5, commit = 3 },
+  systemd = false, signal = false }
+local inherit = up.inherit or up.start
+local got = inherit(up, { inherit = function() return true end })
+local n = 0
+for _, list in pairs(got and got.listeners or {}) do n = n + #list end
+io.stdout:write(("took_over %d\nheld %d\nlisteners %d\n"):format(got and 1 or 0, fos.fdcount() - base, n))
+io.stdout:flush()
+os.exit(0)

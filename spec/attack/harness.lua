@@ -1,0 +1,147 @@
+-- Runs one attack for the specs and bench/attack_gaps.lua: starts
+-- spec/attack/server.lua (pinned to one CPU with its new copy, as issue 10
+-- measured) with a hostile new copy from spec/attack/newcopy.lua, and
+-- optionally strangers as `nobody`; waits for its report; kills every
+-- process the attack started, on every path; returns the report.
+local fdpass = require "fdpass"
+local fos = require "fdpass.os"
+
+local A = {}
+A.lua = os.getenv("FDPASS_LUA") or "lua5.4"
+local ROOT = os.getenv("ATTACK_ROOT") or "."
+
+local function sh_ok(cmd)
+  local a, how, code = os.execute(cmd)
+  if type(a) == "number" then return a == 0 end
+  return a == true and (how == nil or how == "exit") and (code == nil or code == 0)
+end
+
+--- The CPU the specs pin to (the last one), or nil without taskset.
+A.cpu = (function()
+  if not sh_ok("command -v taskset >/dev/null 2>&1") then return nil end
+  local p = io.popen("nproc 2>/dev/null")
+  local n = tonumber(p and p:read("*l") or "") or 1
+  if p then p:close() end
+  return n - 1
+end)()
+
+function A.is_root()
+  local p = io.popen("id -u")
+  local uid = p:read("*l")
+  p:close()
+  return uid == "0"
+end
+
+local function read_report(path)
+  local f = io.open(path)
+  if not f then return nil end
+  local r = {}
+  for line in f:lines() do
+    local k, v = line:match("^(%S+) ?(.*)$")
+    if k then r[k] = tonumber(v) or v end
+  end
+  f:close()
+  return r
+end
+
+-- Kills what the attack started: the pids the hostile copies wrote, each
+-- only if it still runs one of our scripts (never a recycled pid).
+local function kill_listed(pidfile)
+  local f = io.open(pidfile)
+  if not f then return end
+  for line in f:lines() do
+    local pid = tonumber(line)
+    local c = pid and io.open("/proc/" .. pid .. "/cmdline")
+    if c then
+      local cmd = c:read("*a") or ""
+      c:close()
+      if cmd:find("spec/attack/", 1, true) then fos.kill(pid, "KILL") end
+    end
+  end
+  f:close()
+end
+
+local function pin(argv)
+  if not A.cpu then return argv end
+  local out = { "taskset", "-c", tostring(A.cpu) }
+  for _, a in ipairs(argv) do out[#out + 1] = a end
+  return out
+end
+
+-- A copy of what a stranger running as nobody needs (our Lua modules and
+-- the binding) in a 0755 directory of its own: the tree it is run from
+-- may not be readable by nobody.
+local function stranger_tree()
+  local dir = os.tmpname()
+  os.remove(dir)
+  local cpath = os.getenv("LUA_CPATH") or ""
+  local so = cpath:match("([^;]*)/%?%.so")
+  assert(so, "LUA_CPATH names no directory of fdpass/core.so")
+  local cmd = ("mkdir -p %s/fdpass && cp -r %s/lua/. %s/ && cp %s/fdpass/core.so %s/fdpass/ && " ..
+    "cp %s/spec/attack/stranger.lua %s/ && chmod -R a+rX %s && chmod 755 %s")
+    :format(dir, ROOT, dir, so, dir, ROOT, dir, dir, dir)
+  assert(sh_ok(cmd), "cannot copy the stranger's files: " .. cmd)
+  return dir
+end
+
+--- Runs one attack. `t`: `mode` (newcopy.lua's), `seconds` (how long the
+-- copy floods or hangs), `n` (descriptors), `writers`, `window` and the
+-- server's other options in `server` (a table of key = value), `strangers`
+-- (a count of stranger processes run as nobody; needs root).
+-- Returns the server's report (see server.lua), with `exit` (how it ended)
+-- and `connects` (the strangers' total).
+function A.run(t)
+  local pidfile, out, log = os.tmpname(), os.tmpname(), os.tmpname()
+  os.remove(out)
+  local argv = pin { A.lua, ROOT .. "/spec/attack/server.lua", "out=" .. out, "log=" .. log,
+    "window=" .. tostring(t.window or 3) }
+  for k, v in pairs(t.server or {}) do argv[#argv + 1] = k .. "=" .. tostring(v) end
+  argv[#argv + 1] = "--"
+  for _, a in ipairs(t.copy or { A.lua, ROOT .. "/spec/attack/newcopy.lua", t.mode,
+    tostring(t.seconds or 2), tostring(t.n or 16) }) do argv[#argv + 1] = a end
+  local server = assert(fdpass.spawn(argv, { setenv = { ATTACK_PIDFILE = pidfile,
+    ATTACK_WRITERS = tostring(t.writers or 3) } }))
+  local strangers, tree = {}, nil
+  local ok, err = pcall(function()
+    if t.strangers then
+      tree = stranger_tree()
+      for i = 1, t.strangers do
+        local sargv = (A.pin_strangers == false and function(x) return x end or pin) { "setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "env",
+          "LUA_PATH=" .. tree .. "/?.lua;;", "LUA_CPATH=" .. tree .. "/?.so;;",
+          "LUA_PATH_5_4=" .. tree .. "/?.lua;;", "LUA_CPATH_5_4=" .. tree .. "/?.so;;",
+          "LUA_PATH_5_3=" .. tree .. "/?.lua;;", "LUA_CPATH_5_3=" .. tree .. "/?.so;;",
+          A.lua, tree .. "/stranger.lua", tostring(server:pid()), tostring((t.window or 3) + 0.5) }
+        local r, w = assert(fos.pipe())
+        strangers[i] = { proc = assert(fdpass.spawn(sargv, { fds = { [1] = w } })), out = r }
+        w:close()
+      end
+    end
+  end)
+  local how, code = server:wait((t.window or 3) + 20)
+  if not how then server:kill("KILL"); server:wait(); how = "killed" end
+  local connects = 0
+  for _, s in ipairs(strangers) do
+    if not s.proc:wait(5) then s.proc:kill("KILL"); s.proc:wait() end
+    local text = s.out:read(4096) or ""
+    s.out:close()
+    connects = connects + (tonumber(text:match("connects (%d+)")) or 0)
+  end
+  kill_listed(pidfile)
+  if tree then sh_ok("rm -rf " .. tree) end
+  local report = read_report(out) or {}
+  os.remove(pidfile); os.remove(out); os.remove(log)
+  assert(ok, err)
+  report.exit = tostring(how) .. ":" .. tostring(code)
+  report.connects = connects
+  return report
+end
+
+--- A one-line summary of a report, for failure messages and the bench.
+function A.summary(r)
+  return ("result=%s gap=%sms over50=%s cpu=%ss logs=%s fds %s/%s/%s exit=%s reason=%s"):format(
+    tostring(r.result), tostring(r.max_gap_ms), tostring(r.gaps_over_50ms), tostring(r.cpu_upgrade_s),
+    tostring(r.logs), tostring(r.fd_base), tostring(r.fd_after), tostring(r.fd_end), tostring(r.exit),
+    tostring(r.reason))
+end
+
+return A

@@ -1,0 +1,170 @@
+-- A hostile new copy for the attack specs: started by the upgrader of
+-- spec/attack/server.lua in place of a real one, it speaks the upgrade
+-- protocol by hand (channel on FDPASS_UPGRADE_FD, or the rendezvous at
+-- FDPASS_UPGRADE_ADDR) and does one wrong thing. It appends its pid to
+-- $ATTACK_PIDFILE first, so that the spec can kill it on every path, and
+-- it never lives longer than SECONDS + 5 on its own.
+--
+-- usage: lua spec/attack/newcopy.lua MODE [SECONDS] [N]
+--   burn        control: burns a CPU for SECONDS, never says HELLO
+--   flood_hello junk messages, as fast as they go, for SECONDS, before any HELLO
+--   flood_ready HELLO, takes WELCOME/FDS/STATE, then junk instead of READY
+--   stderr      writes to its stderr as fast as it goes for SECONDS
+--   hang_closed_stderr  closes its stderr, then hangs SECONDS before HELLO
+--   hello_fds   HELLO with N descriptors, then exits 1 at once (a dying copy)
+--   nak_fds     the handover, then NAK with N descriptors
+--   ready_fds   the handover, READY with N descriptors, then COMMITTED with N
+--   sleep       says nothing for SECONDS
+-- The floods (flood_hello, flood_ready, stderr) run in $ATTACK_WRITERS
+-- processes (default 3: this one and helpers it starts sharing the same
+-- channel or pipe), as an attacker would, so that the writers outpace the
+-- one reader whatever else runs on the machine.
+local fdpass = require "fdpass"
+local fos = require "fdpass.os"
+local codec = require "fdpass.codec"
+local loop = require "fdpass.loop"
+
+local mode, seconds, n = arg[1], tonumber(arg[2] or 2), tonumber(arg[3] or 16)
+local pidfile = os.getenv("ATTACK_PIDFILE")
+if pidfile then
+  local f = io.open(pidfile, "a")
+  if f then f:write(fos.getpid(), "\n"); f:close() end
+end
+local now = fos.monotonic
+local stop_at = now() + seconds
+
+local function channel()
+  local fd = tonumber(os.getenv("FDPASS_UPGRADE_FD") or "")
+  if fd then return fdpass.channel(fd) end
+  return assert(fdpass.connect(assert(os.getenv("FDPASS_UPGRADE_ADDR"), "no channel"), 5))
+end
+
+local function hello(ch, fds)
+  return ch:send(codec.encode { t = "HELLO", versions = { 1 }, pid = fos.getpid(),
+    token = os.getenv("FDPASS_UPGRADE_TOKEN") }, fds, 5)
+end
+
+local function recv(ch, timeout)
+  local data, fds, code = ch:recv(timeout or 5)
+  if not data then return nil, fds, code end
+  return codec.decode(data), fds
+end
+
+-- WELCOME, FDS and STATE, closing what they carry (stderr among it).
+local function take_handover(ch)
+  for _, want in ipairs { "WELCOME", "FDS", "STATE" } do
+    local m, fds = recv(ch)
+    assert(type(m) == "table" and m.t == want, "expected " .. want)
+    fdpass.close_all(fds)
+  end
+end
+
+local function devnulls(count)
+  local base = assert(io.open("/dev/null"))
+  local fds = {}
+  for i = 1, count do fds[i] = fdpass.dup(base) end
+  base:close()
+  return fds
+end
+
+-- Junk: well-formed messages of a type no version speaks, as fast as the
+-- channel takes them, until stop_at.
+local function flood(ch)
+  local junk = codec.encode { t = "JUNK", pad = ("x"):rep(64) }
+  while now() < stop_at do
+    local ok, _, code = ch:send(junk, nil, 0)
+    if not ok and code == "EAGAIN" then
+      loop.poll({}, { ch }, 0.05)
+      ch:flush(0)
+    elseif not ok then
+      break -- the old side is gone
+    end
+  end
+end
+
+-- Until the old side closes the channel, or the time is up.
+local function linger(ch, extra)
+  local limit = now() + (extra or 5)
+  while now() < limit do
+    local data, _, code = ch:recv(0.2)
+    if not data and code ~= "ETIMEDOUT" and code ~= "EAGAIN" then return end
+  end
+end
+
+-- Starts the helpers of a flood: copies of this script in mode `helper`
+-- with descriptor 3 (the channel) and 2 (stderr) mapped.
+local helpers = {}
+local function start_helpers(helper_mode, ch)
+  local writers = tonumber(os.getenv("ATTACK_WRITERS") or "3")
+  local lua = os.getenv("FDPASS_LUA") or "lua5.4"
+  for i = 2, writers do
+    helpers[#helpers + 1] = assert(fdpass.spawn({ lua, arg[0], helper_mode, tostring(stop_at - now()) },
+      { fds = { [2] = 2, [3] = ch } }))
+  end
+end
+local function reap_helpers()
+  for _, p in ipairs(helpers) do
+    if not p:wait(2) then p:kill("KILL"); p:wait() end
+  end
+end
+
+if mode == "burn" then
+  local x = 0
+  while now() < stop_at do x = x + 1 end
+  fdpass.poll({}, nil, 5)
+elseif mode == "sleep" then
+  fdpass.poll({}, nil, seconds)
+elseif mode == "hang_closed_stderr" then
+  fdpass.fd(2):close()
+  fdpass.poll({}, nil, seconds)
+elseif mode == "flood_helper" then
+  flood(fdpass.channel(3))
+elseif mode == "stderr" or mode == "stderr_helper" then
+  if mode == "stderr" then start_helpers("stderr_helper") end
+  local chunk = ("e"):rep(65536)
+  local err = fdpass.fd(2)
+  while now() < stop_at do
+    local w, _, code = err:write(chunk)
+    if not w and code ~= "EAGAIN" and code ~= "EINTR" then break end
+  end
+  reap_helpers()
+  if mode == "stderr" then fdpass.poll({}, nil, 5) end
+elseif mode == "flood_hello" then
+  local ch = channel()
+  start_helpers("flood_helper", ch)
+  flood(ch)
+  reap_helpers()
+  linger(ch)
+elseif mode == "flood_ready" then
+  local ch = channel()
+  assert(hello(ch))
+  take_handover(ch)
+  start_helpers("flood_helper", ch)
+  flood(ch)
+  reap_helpers()
+  linger(ch)
+elseif mode == "hello_fds" then
+  local ch = channel()
+  assert(hello(ch, devnulls(n)))
+  os.exit(1)
+elseif mode == "nak_fds" then
+  local ch = channel()
+  assert(hello(ch))
+  take_handover(ch)
+  assert(ch:send(codec.encode { t = "NAK", reason = "nak with descriptors" }, devnulls(n), 5))
+  linger(ch)
+  os.exit(1)
+elseif mode == "ready_fds" then
+  local ch = channel()
+  assert(hello(ch))
+  take_handover(ch)
+  assert(ch:send(codec.encode { t = "READY", claimed = { "http" }, unclaimed = {} }, devnulls(n), 5))
+  local m, fds = recv(ch)
+  assert(type(m) == "table" and m.t == "COMMIT", "expected COMMIT")
+  fdpass.close_all(fds)
+  assert(ch:send(codec.encode { t = "COMMITTED", pid = fos.getpid() }, devnulls(n), 5))
+  linger(ch)
+else
+  error("unknown mode " .. tostring(mode))
+end
+os.exit(0)
