@@ -78,8 +78,8 @@ local function stranger_tree()
   local so = cpath:match("([^;]*)/%?%.so")
   assert(so, "LUA_CPATH names no directory of fdpass/core.so")
   local cmd = ("mkdir -p %s/fdpass && cp -r %s/lua/. %s/ && cp %s/fdpass/core.so %s/fdpass/ && " ..
-    "cp %s/spec/attack/stranger.lua %s/ && chmod -R a+rX %s && chmod 755 %s")
-    :format(dir, ROOT, dir, so, dir, ROOT, dir, dir, dir)
+    "cp %s/spec/attack/stranger.lua %s/spec/attack/control_client.lua %s/ && chmod -R a+rX %s && chmod 755 %s")
+    :format(dir, ROOT, dir, so, dir, ROOT, ROOT, dir, dir, dir)
   assert(sh_ok(cmd), "cannot copy the stranger's files: " .. cmd)
   return dir
 end
@@ -87,7 +87,9 @@ end
 --- Runs one attack. `t`: `mode` (newcopy.lua's), `seconds` (how long the
 -- copy floods or hangs), `n` (descriptors), `writers`, `window` and the
 -- server's other options in `server` (a table of key = value), `strangers`
--- (a count of stranger processes run as nobody; needs root).
+-- (a count of stranger processes run as nobody; needs root), `clients`
+-- (`{ {mode =, count =, nobody =, seconds =}, ... }`: control_client.lua
+-- processes against `server.control`).
 -- Returns the server's report (see server.lua), with `exit` (how it ended)
 -- and `connects` (the strangers' total).
 function A.run(t)
@@ -102,29 +104,46 @@ function A.run(t)
   local server = assert(fdpass.spawn(argv, { setenv = { ATTACK_PIDFILE = pidfile,
     ATTACK_WRITERS = tostring(t.writers or 3) } }))
   local strangers, tree = {}, nil
+  -- Strangers and control clients run on any CPU: the attacker's
+  -- processes are not confined with the server.
+  local function attacker(script_args, nobody)
+    local argv2
+    if nobody then
+      tree = tree or stranger_tree()
+      argv2 = { "setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "env",
+        "LUA_PATH=" .. tree .. "/?.lua;;", "LUA_CPATH=" .. tree .. "/?.so;;",
+        "LUA_PATH_5_4=" .. tree .. "/?.lua;;", "LUA_CPATH_5_4=" .. tree .. "/?.so;;",
+        "LUA_PATH_5_3=" .. tree .. "/?.lua;;", "LUA_CPATH_5_3=" .. tree .. "/?.so;;",
+        A.lua, tree .. "/" .. script_args[1] }
+    else
+      argv2 = { A.lua, ROOT .. "/spec/attack/" .. script_args[1] }
+    end
+    for i = 2, #script_args do argv2[#argv2 + 1] = script_args[i] end
+    local r, w = assert(fos.pipe())
+    strangers[#strangers + 1] = { proc = assert(fdpass.spawn(argv2, { fds = { [1] = w },
+      setenv = { ATTACK_PIDFILE = pidfile } })), out = r }
+    w:close()
+  end
   local ok, err = pcall(function()
-    if t.strangers then
-      tree = stranger_tree()
-      for i = 1, t.strangers do
-        local sargv = (A.pin_strangers == false and function(x) return x end or pin) { "setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "env",
-          "LUA_PATH=" .. tree .. "/?.lua;;", "LUA_CPATH=" .. tree .. "/?.so;;",
-          "LUA_PATH_5_4=" .. tree .. "/?.lua;;", "LUA_CPATH_5_4=" .. tree .. "/?.so;;",
-          "LUA_PATH_5_3=" .. tree .. "/?.lua;;", "LUA_CPATH_5_3=" .. tree .. "/?.so;;",
-          A.lua, tree .. "/stranger.lua", tostring(server:pid()), tostring((t.window or 3) + 0.5) }
-        local r, w = assert(fos.pipe())
-        strangers[i] = { proc = assert(fdpass.spawn(sargv, { fds = { [1] = w } })), out = r }
-        w:close()
+    for _ = 1, t.strangers or 0 do
+      attacker({ "stranger.lua", tostring(server:pid()), tostring((t.window or 3) + 0.5) }, true)
+    end
+    for _, c in ipairs(t.clients or {}) do
+      for _ = 1, c.count or 1 do
+        attacker({ "control_client.lua", c.mode, t.server.control, tostring(c.seconds or t.window or 3) }, c.nobody)
       end
     end
   end)
   local how, code = server:wait((t.window or 3) + 20)
   if not how then server:kill("KILL"); server:wait(); how = "killed" end
-  local connects = 0
+  local connects, reported = 0, 0 -- the attackers' total, and how many said it
   for _, s in ipairs(strangers) do
     if not s.proc:wait(5) then s.proc:kill("KILL"); s.proc:wait() end
     local text = s.out:read(4096) or ""
     s.out:close()
-    connects = connects + (tonumber(text:match("connects (%d+)")) or 0)
+    local n = tonumber(text:match("connects (%d+)") or text:match("done (%d+)"))
+    if n then reported = reported + 1 end
+    connects = connects + (n or 0)
   end
   kill_listed(pidfile)
   if tree then sh_ok("rm -rf " .. tree) end
@@ -132,7 +151,7 @@ function A.run(t)
   os.remove(pidfile); os.remove(out); os.remove(log)
   assert(ok, err)
   report.exit = tostring(how) .. ":" .. tostring(code)
-  report.connects = connects
+  report.connects, report.reported = connects, reported
   return report
 end
 

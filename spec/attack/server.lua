@@ -22,6 +22,8 @@
 --   gc=stop      stop the collector from the start
 --   port=N       the TCP port (default 0: any; the report says which)
 --   log=FILE     where the upgrader's log lines go (default /dev/null)
+--   control=ADDR a control socket (path or @name) served from the loop
+--   trigger=none start no upgrade: measure the whole window (control attacks)
 --   linger=S     seconds to keep looping after the upgrade ended (default 0.3)
 -- Writes FILE once at the end: one "key value" line each (see report()).
 --
@@ -83,15 +85,23 @@ local timeouts = {
   hello = tonumber(opts.hello or 3), handover = tonumber(opts.handover or 2),
   ready = tonumber(opts.ready or 3), commit = tonumber(opts.commit or 2), kill = 1,
 }
+local pollable = upgrade.new({ argv = argv, systemd = false }).pollfd ~= nil -- the split's face (CONTRACT.md)
 local up = upgrade.new { argv = argv, timeouts = timeouts, log = log, rendezvous = opts.rendezvous == "1",
-  systemd = false, signal = false }
-local pollable = up.pollfd ~= nil -- the split's face (CONTRACT.md)
+  systemd = false, signal = false, control = pollable and opts.control or nil }
 if pollable then assert(up.inherit, "upgrader without inherit")(up) else up:start() end
 
 local listener = assert(net.tcp_listen("127.0.0.1", tonumber(opts.port or 0)))
 listener:nonblock(true)
 up:listener("http", listener)
 up:state(function() return { served = 0 } end)
+local ctl -- main's controller, for a control socket before the split
+if opts.control and not pollable then
+  local server = assert(fdpass.listen(opts.control))
+  local control = fdpass.dup(server)
+  server:close()
+  up:listener("control", control)
+  ctl = assert(up:controller { listener = control, log = log })
+end
 
 local conns = {}
 local function serve(fd)
@@ -119,7 +129,8 @@ local fd_base = fos.fdcount()
 
 local TICK = 0.01
 local started = now()
-local trigger_at = started + 0.2
+local trigger_at = opts.trigger ~= "none" and started + 0.2 or math.huge
+local fd_peak, fd_sampled = 0, 0
 local running, result, reason, ended_at, fd_at_end_of_upgrade
 local max_gap, gaps_over_50ms, iterations = 0, 0, 0
 local cpu0, cpu_upgrade = nil, nil
@@ -141,6 +152,12 @@ while true do
   local gap = t - last
   last = t
   -- the iteration that ended (or started) the upgrade counts too
+  if opts.trigger == "none" then measured = true end
+  if t - fd_sampled >= 0.05 then
+    fd_sampled = t
+    local n = fos.fdcount()
+    if n > fd_peak then fd_peak = n end
+  end
   if measured then
     iterations = iterations + 1
     if gap > max_gap then max_gap = gap end
@@ -162,7 +179,13 @@ while true do
   measured = running
   local readers, writers, timeout = { listener }, {}, TICK
   for fd in pairs(conns) do readers[#readers + 1] = fd end
-  if running and pollable then
+  if ctl then
+    local cr, cw, wake = ctl:pollfds()
+    for _, fd in ipairs(cr) do readers[#readers + 1] = fd end
+    for _, fd in ipairs(cw) do writers[#writers + 1] = fd end
+    timeout = math.max(0, math.min(timeout, wake - now()))
+  end
+  if pollable and (running or opts.control) then
     readers[#readers + 1] = up:pollfd()
     local left = up:timeout()
     if left and left < timeout then timeout = math.max(0, left) end
@@ -172,9 +195,10 @@ while true do
     for _, fd in ipairs(tw) do writers[#writers + 1] = fd end
     timeout = math.max(0, math.min(timeout, task:deadline() - now()))
   end
-  local r = loop.poll(readers, writers, timeout)
-  local rs = {}
-  for _, fd in ipairs(r) do rs[fd] = true end
+  local r, w = loop.poll(readers, writers, timeout)
+  local rs, ws = {}, {}
+  for _, fd in ipairs(r or {}) do rs[fd] = true end
+  for _, fd in ipairs(w or {}) do ws[fd] = true end
   if rs[listener] then
     for _ = 1, 64 do
       local fd = net.accept(listener)
@@ -189,7 +213,8 @@ while true do
   -- The upgrader is stepped on every iteration while it runs: the most
   -- generous driving there is (no wake-up missed); what a step costs is
   -- what the gap shows.
-  if running and pollable then
+  if ctl then ctl:step(rs, ws) end
+  if pollable and (running or opts.control) then
     local ev, info = up:step()
     if ev == "upgraded" then finish_upgrade(true, info and info.pid)
     elseif ev == "failed" then finish_upgrade(false, tostring(info))
@@ -220,6 +245,7 @@ report("log_last", log_sample.last or "")
 report("fd_base", fd_base)
 report("fd_after", fd_at_end_of_upgrade or "")
 report("fd_end", fd_end)
+report("fd_peak", fd_peak)
 f:close()
 for fd in pairs(conns) do fd:close() end
 if running then
