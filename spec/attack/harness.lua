@@ -89,7 +89,8 @@ end
 -- server's other options in `server` (a table of key = value), `strangers`
 -- (a count of stranger processes run as nobody; needs root), `clients`
 -- (`{ {mode =, count =, nobody =, seconds =}, ... }`: control_client.lua
--- processes against `server.control`).
+-- processes against `server.control`), `env` (more environment for the
+-- server).
 -- Returns the server's report (see server.lua), with `exit` (how it ended)
 -- and `connects` (the strangers' total).
 function A.run(t)
@@ -101,8 +102,9 @@ function A.run(t)
   argv[#argv + 1] = "--"
   for _, a in ipairs(t.copy or { A.lua, ROOT .. "/spec/attack/newcopy.lua", t.mode,
     tostring(t.seconds or 2), tostring(t.n or 16) }) do argv[#argv + 1] = a end
-  local server = assert(fdpass.spawn(argv, { setenv = { ATTACK_PIDFILE = pidfile,
-    ATTACK_WRITERS = tostring(t.writers or 3) } }))
+  local env = { ATTACK_PIDFILE = pidfile, ATTACK_WRITERS = tostring(t.writers or 3) }
+  for k, v in pairs(t.env or {}) do env[k] = v end
+  local server = assert(fdpass.spawn(argv, { setenv = env }))
   local strangers, tree = {}, nil
   -- Strangers and control clients run on any CPU: the attacker's
   -- processes are not confined with the server.

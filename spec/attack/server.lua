@@ -23,6 +23,7 @@
 --   port=N       the TCP port (default 0: any; the report says which)
 --   log=FILE     where the upgrader's log lines go (default /dev/null)
 --   control=ADDR a control socket (path or @name) served from the loop
+--   systemd=1    let the upgrader notify $NOTIFY_SOCKET (off by default)
 --   trigger=none start no upgrade: measure the whole window (control attacks)
 --   linger=S     seconds to keep looping after the upgrade ended (default 0.3)
 -- Writes FILE once at the end: one "key value" line each (see report()).
@@ -87,7 +88,7 @@ local timeouts = {
 }
 local pollable = upgrade.new({ argv = argv, systemd = false }).pollfd ~= nil -- the split's face (CONTRACT.md)
 local up = upgrade.new { argv = argv, timeouts = timeouts, log = log, rendezvous = opts.rendezvous == "1",
-  systemd = false, signal = false, control = pollable and opts.control or nil }
+  systemd = opts.systemd == "1", signal = false, control = pollable and opts.control or nil }
 if pollable then assert(up.inherit, "upgrader without inherit")(up) else up:start() end
 
 local listener = assert(net.tcp_listen("127.0.0.1", tonumber(opts.port or 0)))
