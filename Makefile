@@ -122,7 +122,7 @@ test-san:
 	  FDPASS_CTEST_ENV="LD_PRELOAD= ASAN_OPTIONS=detect_leaks=1" $(LUA) spec/run.lua
 
 install: all
-	install -d $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(LUA_LMOD)/fdpass $(DESTDIR)$(LUA_CMOD)/fdpass
+	install -d $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(LUA_LMOD)/fdpass/upgrade $(DESTDIR)$(LUA_CMOD)/fdpass
 	install -m 644 src/lib/fdpass.h $(DESTDIR)$(INCLUDEDIR)/
 	install -m 755 $(SHLIB) $(DESTDIR)$(LIBDIR)/
 	ln -sf libfdpass.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libfdpass.so.$(SOVERSION)
@@ -131,6 +131,7 @@ install: all
 	install -m 644 $(PCFILE) $(DESTDIR)$(LIBDIR)/pkgconfig/
 	install -m 644 lua/fdpass.lua $(DESTDIR)$(LUA_LMOD)/
 	for f in lua/fdpass/*.lua; do [ -e "$$f" ] && install -m 644 "$$f" $(DESTDIR)$(LUA_LMOD)/fdpass/ || true; done
+	for f in lua/fdpass/upgrade/*.lua; do [ -e "$$f" ] && install -m 644 "$$f" $(DESTDIR)$(LUA_LMOD)/fdpass/upgrade/ || true; done
 	install -m 755 $(CORE_SO) $(DESTDIR)$(LUA_CMOD)/fdpass/
 	install -d $(DESTDIR)$(PREFIX)/bin
 	install -m 755 bin/fdpass-upgrade $(DESTDIR)$(PREFIX)/bin/

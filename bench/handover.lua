@@ -54,8 +54,8 @@ up:state(function() return state end)
 collectgarbage()
 
 local started = now()
-local pid, timings = up:upgrade()
-assert(pid, timings)
+local pid, timings = up:run_upgrade()
+assert(pid, tostring(timings))
 assert(up:handoff_all(conns))
 up:finish()
 for _, e in ipairs(conns) do e.conn:close() end

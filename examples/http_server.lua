@@ -8,13 +8,15 @@
 --   PORT 0 picks a free port; CONTROL_ADDR "@name" or a path.
 -- Every request is answered with "pid GENERATION GREETING N" (GREETING is
 -- "served" unless HTTP_SERVER_CONFIG names a file that says otherwise).
-local fdpass = require "fdpass"
+local fos = require "fdpass.os"
+local net = require "fdpass.net"
+local loop = require "fdpass.loop"
 local upgrade = require "fdpass.upgrade"
 local systemd = require "fdpass.systemd"
 
 local port, control_addr, pidfile = tonumber(arg[1]), arg[2], arg[3]
 assert(port and control_addr, "usage: http_server.lua PORT CONTROL_ADDR [PIDFILE]")
-local me = fdpass.getpid()
+local me = fos.getpid()
 local function log(msg) io.stderr:write(("[%d] %s\n"):format(me, msg)) end
 
 -- Configuration, read at every start: a new copy with a broken one refuses
@@ -33,52 +35,58 @@ local function load_config()
 end
 
 local config, config_err = load_config()
-local up = upgrade.new { pidfile = pidfile, log = log }
-local listener, control -- fd objects
-local served = 0
-local inherited = up:start {
+local listener -- fd object
+local served, handed = 0, 0 -- requests served; the count the handover state carried
+local conns = {} -- fd object -> { fd =, buf = unhandled bytes, out = pending bytes }
+
+local function stats() -- the control socket's "stats" command
+  local n = 0
+  for _ in pairs(conns) do n = n + 1 end
+  collectgarbage() -- count what is held, not what waits for the collector
+  local status = io.open("/proc/self/status")
+  local rss = status and tonumber(status:read("*a"):match("VmRSS:%s*(%d+)")) or 0
+  if status then status:close() end
+  return { served = served, conns = n, fdcount = fos.fdcount(), rss_kb = rss,
+    lua_kb = collectgarbage("count"), port = tonumber(listener:info().addr:match(":(%d+)$")) }
+end
+
+-- Under systemd's socket activation (FileDescriptorName=http, and
+-- optionally control) the sockets are systemd's; otherwise our own. A copy
+-- an upgrade started inherits both.
+local _, activated = assert(systemd.listen_fds())
+local up = upgrade.new { pidfile = pidfile, log = log, signal = { "HUP", "USR2" }, stats = stats,
+  control = activated.control and activated.control[1] or control_addr }
+local inherited = up:inherit {
   -- Runs in a new copy before it says READY: check what came, or refuse.
   inherit = function(got)
     if not config then return nil, config_err end
-    local http, ctl = got.listeners.http, got.listeners.control
-    if not (http and http[1] and ctl and ctl[1]) then
-      return nil, "expected one http and one control listener"
-    end
+    local http = got.listeners.http
+    if not (http and http[1]) then return nil, "expected one http listener" end
     local info = http[1]:info()
     if not (info.listening and info.family == "inet") then return nil, "http is not a TCP listener" end
-    listener, control = http[1], ctl[1]
+    listener = http[1]
     served = type(got.state) == "table" and tonumber(got.state.served) or 0
+    handed = served
     return true
   end,
 }
 if not inherited then
   assert(config, config_err)
-  -- Under systemd's socket activation (FileDescriptorName=http, and
-  -- optionally control) the sockets are systemd's; otherwise our own.
-  local _, activated = assert(systemd.listen_fds())
   if activated.http then
     listener = activated.http[1]
     listener:nonblock(true) -- the accept loop drains the queue without blocking
   else
-    listener = assert(fdpass.tcp_listen("127.0.0.1", port))
-  end
-  if activated.control then
-    control = activated.control[1]
-  else
-    local server = assert(fdpass.listen(control_addr))
-    control = fdpass.dup(server) -- one kind of object whether made or inherited
-    server:close()
+    listener = assert(net.tcp_listen("127.0.0.1", port))
   end
   systemd.ready() -- false, and nothing sent, outside systemd
 end
 up:listener("http", listener)
-up:listener("control", control)
+-- Called at the handover and again by up:finish(): what the old process
+-- served while it drained reaches the new copy as a "state" event.
 up:state(function() return { served = served } end)
-local signals = assert(fdpass.signals { "HUP", "USR2" })
 
 -- ---- HTTP ---------------------------------------------------------------------
 
-local conns = {} -- fd object -> { fd =, buf = unhandled bytes, out = pending bytes }
 local function add_conn(fd, buffered)
   fd:nonblock(true) -- ours alone: accepted here or handed over, never shared while in use
   conns[fd] = { fd = fd, buf = buffered or "", out = "" }
@@ -130,22 +138,6 @@ local function on_readable(c)
   if c.close_after and #c.out == 0 and conns[c.fd] then close_conn(c) end
 end
 
--- ---- control requests and upgrades ------------------------------------------
-
-local draining = false
-local function stats()
-  local n = 0
-  for _ in pairs(conns) do n = n + 1 end
-  collectgarbage() -- count what is held, not what waits for the collector
-  local status = io.open("/proc/self/status")
-  local rss = status and tonumber(status:read("*a"):match("VmRSS:%s*(%d+)")) or 0
-  if status then status:close() end
-  return { served = served, conns = n, fdcount = fdpass.fdcount(), rss_kb = rss,
-    lua_kb = collectgarbage("count"), port = tonumber(listener:info().addr:match(":(%d+)$")) }
-end
--- The control socket and the upgrades it asks for, run from this loop.
-local ctl = assert(up:controller { listener = control, stats = stats, log = log })
-
 -- ---- the loop -------------------------------------------------------------------
 
 local function set_of(list)
@@ -154,6 +146,7 @@ local function set_of(list)
   return s
 end
 
+local draining = false
 while true do
   if draining then
     local batch = {}
@@ -167,46 +160,44 @@ while true do
       for _, e in ipairs(batch) do close_conn(conns[e.conn]) end
     end
     if next(conns) == nil then
-      up:finish()
+      up:finish() -- the final state (what we served while draining), then DONE
       os.exit(0)
     end
   end
 
-  local readers, writers, wake = ctl:pollfds()
-  readers[#readers + 1] = signals
+  -- The upgrader is one descriptor among ours (signals, control socket,
+  -- the upgrade itself and the connections an old process hands over).
+  local readers, writers = { up }, {}
   if not draining then readers[#readers + 1] = listener end
   for _, c in pairs(conns) do
     if #c.out > 0 then writers[#writers + 1] = c.fd
     elseif not draining then readers[#readers + 1] = c.fd end
   end
-  local incoming = up:incoming()
-  if incoming then readers[#readers + 1] = incoming end
-  local timeout = math.max(0, math.min(draining and 0.05 or 1, wake - fdpass.monotonic()))
-
-  local r, w = fdpass.poll(readers, writers, timeout)
+  local timeout = draining and 0.05 or 1
+  local due = up:timeout()
+  if due and due < timeout then timeout = due end
+  local r, w = loop.poll(readers, writers, timeout)
   local rs, ws = set_of(r), set_of(w)
 
-  if rs[signals] then
-    fdpass.readsignal(signals)
-    if not draining and ctl:upgrade() == "committed" then draining = true end
-  end
-  -- Committed: stop accepting (the new copy accepts on the same sockets, so
-  -- nothing queued is lost), then hand each connection over.
-  if ctl:step(rs, ws) == "committed" then draining = true end
+  repeat
+    local ev, x = up:step()
+    if ev == "upgraded" then
+      -- Committed: stop accepting (the new copy accepts on the same
+      -- sockets, so nothing queued is lost), then hand each connection over.
+      draining = true
+    elseif ev == "connection" then
+      add_conn(x.fd, x.buffered)
+      handle(conns[x.fd])
+      flush(conns[x.fd])
+    elseif ev == "state" and type(x) == "table" then
+      served = served + (tonumber(x.served) or handed) - handed -- what the old one served meanwhile
+    end
+  until not ev
   if rs[listener] and not draining then
     for _ = 1, 64 do
-      local fd = fdpass.accept(listener)
+      local fd = net.accept(listener)
       if not fd then break end
       add_conn(fd)
-    end
-  end
-  if incoming and rs[incoming] then
-    while true do -- a batch comes in one message: take all of it
-      local got = up:receive(0)
-      if got == "done" or got == nil then break end
-      add_conn(got.fd, got.buffered)
-      handle(conns[got.fd])
-      flush(conns[got.fd])
     end
   end
   for fd, c in pairs(conns) do

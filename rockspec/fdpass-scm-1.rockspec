@@ -21,6 +21,11 @@ build = {
   modules = {
     fdpass = "lua/fdpass.lua",
     ["fdpass.upgrade"] = "lua/fdpass/upgrade.lua",
+    ["fdpass.upgrade.protocol"] = "lua/fdpass/upgrade/protocol.lua",
+    ["fdpass.upgrade.poller"] = "lua/fdpass/upgrade/poller.lua",
+    ["fdpass.upgrade.control"] = "lua/fdpass/upgrade/control.lua",
+    ["fdpass.upgrade.oldside"] = "lua/fdpass/upgrade/oldside.lua",
+    ["fdpass.upgrade.newcopy"] = "lua/fdpass/upgrade/newcopy.lua",
     ["fdpass.systemd"] = "lua/fdpass/systemd.lua",
     ["fdpass.os"] = "lua/fdpass/os.lua",
     ["fdpass.net"] = "lua/fdpass/net.lua",
@@ -33,6 +38,7 @@ build = {
       sources = {
         "src/lua/core.c", "src/lua/fd.c", "src/lua/channel.c", "src/lua/process.c",
         "src/lua/netio.c", "src/lua/codec.c", "src/lua/dgram.c", "src/lua/environ.c",
+        "src/lua/epoll.c",
         "src/lib/deadline.c", "src/lib/dgram.c", "src/lib/errors.c", "src/lib/fdinfo.c",
         "src/lib/framing.c", "src/lib/rawmsg.c", "src/lib/sockets.c", "src/lib/spawn.c",
       },

@@ -97,36 +97,39 @@ end
 local function assert_upgrade_fails(up, phase, reason_has)
   collectgarbage("stop")
   local started = now()
-  local ok, got_phase, reason, tail = up:upgrade()
+  local ok, err = up:run_upgrade()
   local took = now() - started
+  local tail = type(err) == "table" and err.stderr
   local pid = tonumber(tostring(tail):match("pid (%d+)"))
   local alive = pid and { fdpass.kill(pid, 0) }
   collectgarbage("restart")
   lu.assertNil(ok, "the upgrade succeeded: new pid " .. tostring(ok))
-  lu.assertEquals(got_phase, phase, ("reason: %s\nstderr: %s"):format(tostring(reason), tostring(tail)))
-  lu.assertEquals(type(reason), "string")
+  lu.assertEquals(type(err), "table", tostring(err))
+  lu.assertEquals(err.phase, phase, ("reason: %s\nstderr: %s"):format(tostring(err.reason), tostring(tail)))
+  lu.assertEquals(type(err.reason), "string")
   lu.assertEquals(type(tail), "string")
-  if reason_has then lu.assertStrContains(reason, reason_has) end
+  lu.assertEquals(tostring(err), err.message)
+  if reason_has then lu.assertStrContains(err.reason, reason_has) end
   if phase ~= "spawn" then
     lu.assertNotNil(pid, "the copy's stderr tail has no pid: " .. tail)
+    lu.assertEquals(err.pid, pid)
     lu.assertEquals({ alive[1], alive[3] }, { nil, "ESRCH" }, ("copy %d still exists (not reaped?)"):format(pid))
   end
-  return reason, tail, took
+  up:close()
+  return err.reason, tail, took, err
 end
 
--- Drives a task from begin() to its end, as upgrade() does.
-local function drive(task)
+-- Steps an upgrade started with up:upgrade() to its end, polling the
+-- upgrader's one descriptor as an app's loop would.
+local function drive(up)
   local deadline = now() + 20
   while now() < deadline do
-    local ok, a, b, c = task:step()
-    if ok ~= nil then return ok, a, b, c end
-    local left = math.min(task:deadline(), deadline) - now()
-    if left > 0 then
-      local readers, writers = task:pollfds()
-      fdpass.poll(readers, writers, left)
-    end
+    local ev, x = up:step()
+    if ev == "upgraded" then return true, x end
+    if ev == "failed" then return false, x.phase, x end
+    if not ev then fdpass.poll({ up }, nil, math.min(up:timeout() or 1, deadline - now())) end
   end
-  lu.fail("the upgrade task never ended")
+  lu.fail("the upgrade never ended")
 end
 
 -- RLIMIT_NOFILE raised for fn, restored afterwards.
@@ -397,18 +400,19 @@ T.test_unknown_version_refused_phase_hello = function()
   assert_serves(l)
 end
 
-T.test_second_begin_while_one_runs_is_busy = function()
+T.test_second_upgrade_while_one_runs_is_busy = function()
   -- a copy that never says HELLO, and leaves when its channel closes
   local up, l = serving(impostor "ch:recv(10)", { hello = 0.3 })
-  local task = assert(up:begin())
-  lu.assertNil(task:step(), "the first step spawns the copy and waits for it")
-  lu.assertEquals({ up:begin() }, { nil, "busy", "an upgrade is already running" })
-  local ok, phase = drive(task)
+  lu.assertEquals(up:upgrade(), true)
+  lu.assertNil(up:step(), "the first step spawns the copy and waits for it")
+  lu.assertEquals({ up:upgrade() }, { nil, "an upgrade is already running", "EBUSY" })
+  local ok, phase = drive(up)
   lu.assertEquals({ ok, phase }, { false, "hello" })
   -- finished: the next one may start (and fails the same way)
-  local again = assert(up:begin())
-  local ok2, phase2 = drive(again)
+  lu.assertEquals(up:upgrade(), true)
+  local ok2, phase2 = drive(up)
   lu.assertEquals({ ok2, phase2 }, { false, "hello" })
+  up:close()
   assert_serves(l)
 end
 
@@ -416,13 +420,15 @@ T.test_second_upgrader_on_the_same_lockfile_is_busy = function()
   local lock = os.tmpname()
   local up1 = upgrade.new { argv = impostor "os.exit(3)", lockfile = lock, timeouts = timeouts() }
   local up2 = upgrade.new { argv = impostor "os.exit(3)", lockfile = lock, timeouts = timeouts() }
-  local task = assert(up1:begin())
-  local t2, phase, reason = up2:begin()
-  lu.assertEquals({ t2, phase }, { nil, "busy" })
+  assert(up1:upgrade())
+  local t2, reason, code = up2:upgrade()
+  lu.assertEquals({ t2, code }, { nil, "EBUSY" })
   lu.assertStrContains(reason, "flock")
-  lu.assertEquals(drive(task), false)
-  local t3 = assert(up2:begin(), "the lock was not released")
-  lu.assertEquals(drive(t3), false)
+  lu.assertEquals(drive(up1), false)
+  assert(up2:upgrade(), "the lock was not released")
+  lu.assertEquals(drive(up2), false)
+  up1:close()
+  up2:close()
   os.remove(lock)
 end
 
@@ -473,11 +479,12 @@ T.test_new_copy_closes_and_reports_descriptors_whose_identity_lies = function()
   lu.assertEquals(rep.claimed, "good")
   lu.assertEquals(rep.unclaimed, "42,file,no-id,unix,wrong-port")
   lu.assertEquals(rep.state, "41")
-  -- on the new side: in the hook, WELCOME's stderr and the one claimed
-  -- listener beyond startup (the five liars closed); after the commit
+  -- on the new side: in the hook, WELCOME's stderr, the old process's
+  -- pidfd and the one claimed listener beyond startup (the five liars
+  -- closed); after the commit
   -- the listener only (stderr moved onto 2, the channel kept for CONNs)
   lu.assertEquals(rep.claimed_fds, "1")
-  lu.assertEquals(rep.hook_fds, "2")
+  lu.assertEquals(rep.hook_fds, "3")
   lu.assertEquals(rep.after_fds, "1")
   lu.assertEquals(rep.final_fds, "0") -- the channel closed after DONE
   H.close_all { good, other, file, ua, ub }
@@ -559,27 +566,38 @@ local function channel_closes_after_ready(old_pid)
   return l, ch, proc, r
 end
 
-T.test_old_dies_after_ready_new_copy_takes_over = function()
-  -- the old process: a helper that lives through the handshake
-  local ctl, old = H.peer "ch:recv(20)"
-  local l, ch, proc, r = channel_closes_after_ready(old:pid())
-  ctl:close() -- the old one dies...
-  H.expect_exit(old, 0, 5)
-  ch:close() -- ...and its end of the channel with it
-  local c = assert(fdpass.tcp_connect("127.0.0.1", port_of(l), 2))
-  lu.assertEquals(#fdpass.poll({ c }, nil, 5), 1)
-  lu.assertEquals(c:read(), ("served by %d\n"):format(proc:pid()))
-  c:close()
-  H.expect_exit(proc, 0, 5)
-  local rep = reports(read_to_eof(r))
-  r:close()
-  lu.assertEquals(rep.log, "old process gone after READY: taking over")
-  lu.assertEquals(rep.served, tostring(proc:pid()))
-  lu.assertEquals(rep.state, "41")
-  -- the listener beyond startup, the channel closed
-  lu.assertEquals(rep.after_fds, "0")
-  lu.assertEquals(rep.final_fds, "0")
-  l:close()
+-- The takeover after READY is decided by the kernel: the new copy holds
+-- a pidfd of the old process (taken at WELCOME) and takes over only once
+-- it is readable (a zombie counts as gone). The old process here exits for
+-- real after READY, and is reaped by us only afterwards: 20 times out of 20.
+T.test_old_dies_after_ready_new_copy_takes_over_20_of_20 = function()
+  for round = 1, 20 do
+    local out_r, out_w = assert(fdpass.pipe())
+    local err_r, err_w = assert(fdpass.pipe())
+    local old = assert(fdpass.spawn({ H.lua, "spec/upgrade/dying_old.lua" }, { fds = { [1] = out_w, [2] = err_w } }))
+    out_w:close()
+    err_w:close()
+    -- both lines (the copy inherits this stdout: no EOF while it runs)
+    out_r:nonblock(true)
+    local out, deadline = "", now() + 10
+    while not out:find("copy %d+\n") and now() < deadline do
+      fdpass.poll({ out_r }, nil, 0.5)
+      out = out .. (out_r:read() or "")
+    end
+    out_r:close()
+    local port, copy = tonumber(out:match("port (%d+)")), tonumber(out:match("copy (%d+)"))
+    lu.assertNotNil(port, "round " .. round .. ": " .. out)
+    local c = assert(fdpass.tcp_connect("127.0.0.1", port, 2))
+    lu.assertEquals(#fdpass.poll({ c }, nil, 10), 1, "round " .. round .. ": nobody served")
+    lu.assertEquals(c:read(), ("served by %d\n"):format(copy), "round " .. round)
+    c:close()
+    local rep = reports(read_to_eof(err_r, 10))
+    err_r:close()
+    H.expect_exit(old, 0, 5) -- reaped only now
+    lu.assertEquals(rep.log, "old process gone after READY: taking over", "round " .. round)
+    lu.assertEquals(rep.state, "41")
+    lu.assertEquals(rep.final_fds, "0")
+  end
 end
 
 T.test_channel_closes_after_ready_old_alive_new_copy_exits_1 = function()
@@ -588,7 +606,7 @@ T.test_channel_closes_after_ready_old_alive_new_copy_exits_1 = function()
   H.expect_exit(proc, 1, 5)
   local text = read_to_eof(r)
   r:close()
-  lu.assertStrContains(text, "gives up: no COMMIT")
+  lu.assertStrContains(text, "gives up: no COMMIT: recv: peer closed the channel (the old process is still there)")
   assert_serves(l)
 end
 
@@ -731,8 +749,8 @@ TestRendezvous = H.suite {
     local l = assert(fdpass.tcp_listen("127.0.0.1", 0))
     local up = upgrade.new { argv = { H.lua, RENDEZVOUS_COPY }, rendezvous = true, timeouts = timeouts() }
     up:listener("http", l)
-    local pid, timings = up:upgrade()
-    lu.assertNotNil(pid, tostring(timings))
+    local pid, info = up:run_upgrade()
+    lu.assertNotNil(pid, tostring(info))
     up:finish()
     lu.assertEquals({ up:new_process():wait(10) }, { "exit", 0 })
     l:close()

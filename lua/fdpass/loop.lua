@@ -1,10 +1,13 @@
 --- The loop kit: poll(2) over fdpass objects and integers, and waits that
 -- yield to a host loop's sleep (`loop.waiter`, e.g. ngx.sleep) instead of
--- blocking it.
+-- blocking it; and `epoll()`, one descriptor standing for many (each
+-- watched with a Lua key, which `wait` returns), what the upgrader hands
+-- to a host loop.
 -- @module fdpass.loop
 local fdpass = require "fdpass"
 
-local M = { poll = fdpass.poll, wait_readable = fdpass.wait_readable, wait_writable = fdpass.wait_writable }
+local M = { poll = fdpass.poll, wait_readable = fdpass.wait_readable, wait_writable = fdpass.wait_writable,
+  epoll = require("fdpass.core").epoll }
 
 -- `waiter` lives on fdpass until the wait functions move here.
 setmetatable(M, {

@@ -1,8 +1,8 @@
 -- A server for spec/systemd_spec.lua: fdpass.upgrade in an app's own loop,
 -- as it runs under systemd. On a fresh start it takes its "http" listener
 -- from socket activation (up:systemd_listeners()) or makes one, serves its
--- control socket with up:controller and says READY=1; a copy an upgrade
--- started inherits both listeners. Every TCP connection on "http" is
+-- control socket (upgrade.new's `control`) and says READY=1; a copy an
+-- upgrade started inherits both. Every TCP connection on "http" is
 -- answered with "PID GENERATION\n" and closed.
 -- usage: lua spec/systemd/server.lua CONTROL_ADDR
 -- environment: SPEC_SYSTEMD = "off" (upgrade.new{systemd = false}) or
@@ -19,11 +19,14 @@ local function log(msg) io.stderr:write(("[%d] %s\n"):format(me, msg)) end
 local mode = os.getenv("SPEC_SYSTEMD")
 local sd_opt
 if mode == "off" then sd_opt = false elseif mode == "fdstore" then sd_opt = { fdstore = true } end
-local up = upgrade.new { log = log, systemd = sd_opt,
-  timeouts = { hello = 10, handover = 5, ready = 5, commit = 5, kill = 1 } }
+local http, port
+local up = upgrade.new { log = log, systemd = sd_opt, control = control_addr,
+  timeouts = { hello = 10, handover = 5, ready = 5, commit = 5, kill = 1 },
+  stats = function()
+    return { port = port, fdcount = fdpass.fdcount(), watchdog = systemd.watchdog_interval() or "none" }
+  end }
 
-local http, control
-local inherited = up:start {
+local inherited = up:inherit {
   inherit = function(got)
     local refuse = os.getenv("SPEC_REFUSE_FILE")
     local f = refuse and io.open(refuse)
@@ -32,14 +35,12 @@ local inherited = up:start {
       return nil, "refused by the spec"
     end
     http = got.listeners.http and got.listeners.http[1]
-    control = got.listeners.control and got.listeners.control[1]
-    if not (http and control) then return nil, "expected an http and a control listener" end
+    if not http then return nil, "expected an http listener" end
     return true
   end,
 }
 if inherited then
   up:listener("http", http)
-  up:listener("control", control)
 else
   local activated = assert(up:systemd_listeners()) -- offers each to new copies itself
   http = activated.http and activated.http[1]
@@ -47,53 +48,30 @@ else
     http = assert(fdpass.tcp_listen("127.0.0.1", 0))
     up:listener("http", http)
   end
-  local server = assert(fdpass.listen(control_addr))
-  control = fdpass.dup(server)
-  server:close()
-  up:listener("control", control)
 end
 -- Activated sockets arrive as systemd made them (blocking). Old and new
 -- copy poll the same listener around the handover, and an accept that
 -- loses the race for a connection must not block: made non-blocking here,
 -- explicitly (listen_fds never changes it).
 http:nonblock(true)
-if not inherited then systemd.ready() end -- a new copy's READY=1 is up:start()'s
+if not inherited then systemd.ready() end -- a new copy's READY=1 is up:inherit()'s
 
-local port = tonumber(http:info().addr:match(":(%d+)$"))
-local ctl = up:controller { listener = control, log = log,
-  stats = function()
-    return { port = port, fdcount = fdpass.fdcount(), watchdog = systemd.watchdog_interval() or "none" }
-  end }
-
-local function set_of(list)
-  local s = {}
-  for _, v in ipairs(list) do s[v] = true end
-  return s
-end
+port = tonumber(http:info().addr:match(":(%d+)$"))
 
 while true do
-  local readers, writers, wake = ctl:pollfds()
-  readers[#readers + 1] = http
-  local incoming = up:incoming()
-  if incoming then readers[#readers + 1] = incoming end
-  local r, w = fdpass.poll(readers, writers, math.max(0, math.min(1, wake - fdpass.monotonic())))
-  local rs = set_of(r)
-  if ctl:step(rs, set_of(w)) == "committed" then
-    up:finish() -- no live connections to hand over: each is answered at once
-    os.exit(0)
-  end
-  if rs[http] then
+  local r = fdpass.poll({ up, http }, nil, math.min(1, up:timeout() or 1))
+  repeat
+    local ev = up:step()
+    if ev == "upgraded" then
+      up:finish() -- no live connections to hand over: each is answered at once
+      os.exit(0)
+    end
+  until not ev
+  if #r > 0 then
     local c = fdpass.accept(http)
     if c then
       c:write(("%d %d\n"):format(me, up.generation))
       c:close()
     end
-  end
-  if incoming and rs[incoming] then
-    local got
-    repeat -- the old copy hands over no connection (it answers each at once): DONE
-      got = up:receive(0)
-      if type(got) == "table" then got.fd:close() end
-    until got == nil or got == "done"
   end
 end

@@ -1,24 +1,41 @@
 -- A real new copy for spec/upgrade_spec.lua: it runs fdpass.upgrade's
--- up:start() like an app would, with the inherit hook that arg[1] names,
+-- up:inherit() like an app would, with the inherit hook that arg[1] names,
 -- and reports on stderr, one "key value" line each, what it saw:
 --   pid N            first thing, so the spec can check the process is gone
 --   hook_fds N       descriptors held in the hook beyond those at startup
 --   claimed_fds N    descriptors among inherited.listeners
 --   claimed NAMES    / unclaimed NAMES (comma-separated, sorted)
 --   state S          inherited.state.served
---   after_fds N      descriptors held after start() returned, beyond startup
+--   after_fds N      descriptors held after inherit() returned, beyond startup
 --   served BY        after answering one TCP client on listener "good"
 --   conn NAME "BUF"  each live connection the old side handed over
+--   final_state S    the final state's served (up:finish()), after the conns
 --   final_fds N      descriptors held after DONE, beyond startup
 -- usage: lua5.4 spec/upgrade/new_copy.lua MODE [serve]
---   MODE: ok | exit5 | nak | raise | hang
+--   MODE: ok | exit5 | nak | raise | hang | slow (the hook takes 0.3 s)
 local fdpass = require "fdpass"
 local upgrade = require "fdpass.upgrade"
 
 local mode, serve = arg[1] or "ok", arg[2] == "serve"
+-- SPEC_REPORT_FILE: the reports also go there (after the commit this
+-- copy's stderr is its old process's own)
+local report_file = os.getenv("SPEC_REPORT_FILE")
+local function report(k, v)
+  local line = ("%s %s\n"):format(k, tostring(v))
+  io.stderr:write(line)
+  if report_file then
+    local f = assert(io.open(report_file, "a"))
+    f:write(line)
+    f:close()
+  end
+end
+local up = upgrade.new {
+  argv = { "unused" },
+  timeouts = { handover = 5, commit = 5 },
+  log = function(msg) report("log", msg) end,
+}
 collectgarbage()
-local base = fdpass.fdcount() -- 0, 1, 2 and the channel on 3
-local function report(k, v) io.stderr:write(("%s %s\n"):format(k, tostring(v))) end
+local base = fdpass.fdcount() -- 0, 1, 2, the channel on 3 and the upgrader's epoll
 report("pid", fdpass.getpid())
 
 local function names(list)
@@ -46,15 +63,11 @@ local hooks = {
   nak = function() return nil, "bad config" end,
   raise = function() error("kaboom in the hook") end,
   hang = function() report("inherit", "hangs"); fdpass.poll({}, nil, 10); return true end,
+  slow = function(got) describe(got); fdpass.poll({}, nil, 0.3); return true end,
 }
 assert(hooks[mode], "unknown mode " .. tostring(mode))
 
-local up = upgrade.new {
-  argv = { "unused" },
-  timeouts = { handover = 5, commit = 5 },
-  log = function(msg) report("log", msg) end,
-}
-local inherited = up:start { inherit = hooks[mode] }
+local inherited = up:inherit { inherit = hooks[mode] }
 if not inherited then
   report("fresh", "start")
   os.exit(0)
@@ -70,12 +83,18 @@ if serve then
   report("served", fdpass.getpid())
 end
 -- live connections from the old side until DONE (or its end closes)
-local deadline = fdpass.monotonic() + 5
-while up:incoming() and fdpass.monotonic() < deadline do
-  local got = up:receive(0.5)
-  if type(got) == "table" then
+local deadline, finished = fdpass.monotonic() + 5, false
+while not finished and fdpass.monotonic() < deadline do
+  local ev, got = up:step()
+  if ev == "connection" then
     report("conn", ("%s %q"):format(got.name, got.buffered))
     got.fd:close()
+  elseif ev == "state" then
+    report("final_state", type(got) == "table" and got.served)
+  elseif ev == "done" then
+    finished = true
+  elseif not ev then
+    fdpass.poll({ up }, nil, up:timeout() or 0.5)
   end
 end
 collectgarbage()

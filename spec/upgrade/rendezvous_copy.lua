@@ -39,9 +39,12 @@ if arg[1] == "strangers-only" then
 end
 
 local up = upgrade.new { argv = { "unused" }, timeouts = { handover = 5, commit = 5 } }
-local inherited = up:start { inherit = function(got) return got.listeners.http ~= nil end }
+local inherited = up:inherit { inherit = function(got) return got.listeners.http ~= nil end }
 report("joined", inherited and "yes" or "no")
-while up:incoming() do
-  if up:receive(1) == "done" then break end
+local deadline = fdpass.monotonic() + 10
+while fdpass.monotonic() < deadline do
+  local ev = up:step()
+  if ev == "done" then break end
+  if not ev then fdpass.poll({ up }, nil, up:timeout() or 1) end
 end
 os.exit(let_in == 0 and 0 or 1) -- 1: a stranger got in

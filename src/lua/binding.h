@@ -53,5 +53,6 @@ int open_netio(lua_State *L); /* after open_fd: adds fd methods */
 int open_codec(lua_State *L);
 int open_dgram(lua_State *L);   /* datagrams with descriptors (sd_notify) */
 int open_environ(lua_State *L); /* after open_fd: setenv, fd:cloexec */
+int open_epoll(lua_State *L);   /* epoll objects, pidfd_open */
 
 #endif

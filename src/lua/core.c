@@ -51,6 +51,7 @@ int luaopen_fdpass_core(lua_State *L)
     open_codec(L);
     open_dgram(L);
     open_environ(L);
+    open_epoll(L);
     lua_pushliteral(L, FDPASS_VERSION);
     lua_setfield(L, -2, "_VERSION");
     lua_pushinteger(L, FDPASS_MAX_FDS_PER_SENDMSG);

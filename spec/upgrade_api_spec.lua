@@ -1,0 +1,211 @@
+-- fdpass.upgrade's face: checked options, the pollable protocol (one
+-- descriptor for the object's life, step() never blocking), the final
+-- state that carries what the old side changed while it drained, and the
+-- one failure line an operator reads, logged once whatever the trigger.
+-- The old side is this process; new copies are real processes
+-- (spec/upgrade/new_copy.lua) or impostors speaking the protocol by hand.
+local lu = require "luaunit"
+local H = require "helpers"
+local fdpass = require "fdpass"
+local fos = require "fdpass.os"
+local net = require "fdpass.net"
+local loop = require "fdpass.loop"
+local upgrade = require "fdpass.upgrade"
+
+local now = fos.monotonic
+local NEW_COPY = "spec/upgrade/new_copy.lua"
+
+local function timeouts(over)
+  local t = { hello = 5, handover = 5, ready = 5, commit = 5, kill = 1 }
+  for k, v in pairs(over or {}) do t[k] = v end
+  return t
+end
+
+-- Steps `up` until "upgraded" or "failed" (polling its one descriptor);
+-- returns the event and its value, and how many times poll woke up.
+local function drive(up, limit)
+  local deadline, wakeups = now() + (limit or 20), 0
+  while now() < deadline do
+    local ev, x = up:step()
+    if ev == "upgraded" or ev == "failed" then return ev, x, wakeups end
+    if not ev then
+      if #loop.poll({ up }, nil, math.min(up:timeout() or 1, deadline - now())) > 0 then wakeups = wakeups + 1 end
+    end
+  end
+  lu.fail("the upgrade never ended")
+end
+
+local function read_file(path)
+  local f = io.open(path)
+  if not f then return "" end
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+
+local T = {}
+
+-- ---- options -----------------------------------------------------------------------
+
+T.test_unknown_options_raise_naming_the_key = function()
+  local function raises(opts, want)
+    local ok, err = pcall(upgrade.new, opts)
+    lu.assertFalse(ok, "accepted " .. want)
+    lu.assertStrContains(tostring(err), want)
+  end
+  raises({ argv = { "x" }, pidfle = "/tmp/x" }, "unknown option 'pidfle'")
+  raises({ argv = { "x" }, timeouts = { helo = 1 } }, "unknown option 'timeouts.helo'")
+  raises({ argv = { "x" }, timeouts = { hello = -1 } }, "'timeouts.hello' must be a number >= 0")
+  raises({ argv = "x" }, "option 'argv' must be a table")
+  raises({ argv = { "x" }, signal = 1 }, "option 'signal'")
+  raises({ argv = { "x" }, control = {} }, "")
+  local up = upgrade.new { argv = { "x" } }
+  local ok, err = pcall(up.listener, up, "http", 12345678)
+  lu.assertFalse(ok)
+  lu.assertStrContains(tostring(err), "listener 'http'")
+  ok, err = pcall(up.inherit, up, { inhert = function() end })
+  lu.assertFalse(ok)
+  lu.assertStrContains(tostring(err), "unknown hook 'inhert'")
+  up:close()
+end
+
+-- ---- the pollable protocol --------------------------------------------------------
+
+T.test_one_descriptor_for_the_whole_life_and_no_busy_loop = function()
+  local l = assert(net.tcp_listen("127.0.0.1", 0))
+  -- a copy that closes its stderr and hangs before HELLO: a pipe at EOF
+  -- must leave the poll set, or the loop spins until the deadline
+  local up = upgrade.new { argv = { H.lua, "-e", "io.stderr:close(); require('fdpass').poll({}, nil, 10)" },
+    timeouts = timeouts { hello = 1, kill = 0.5 } }
+  up:listener("http", l)
+  local fd = up:pollfd()
+  lu.assertEquals({ up:getfd(), up:fileno(), up:events() }, { fd, fd, "r" })
+  lu.assertNil(up:timeout(), "nothing to wait for yet")
+  lu.assertEquals(fdpass.info(fd).kind, "unknown")
+  assert(up:upgrade())
+  lu.assertEquals(up:timeout(), 0, "a started upgrade wants a step now")
+  local ev, err, wakeups = drive(up)
+  lu.assertEquals(ev, "failed")
+  lu.assertEquals(err.phase, "hello")
+  lu.assertStrContains(err.reason, "timed out waiting for HELLO")
+  -- a second of waiting: a few wake-ups (spawn, EOF, exit), not thousands
+  lu.assertTrue(wakeups < 20, wakeups .. " wake-ups while nothing happened: a busy loop")
+  lu.assertEquals(up:pollfd(), fd, "the descriptor changed")
+  lu.assertNil(up:step())
+  up:close()
+  l:close()
+end
+
+T.test_descriptors_sent_with_hello_are_closed_at_once = function()
+  local up = upgrade.new { argv = { H.lua, "-e", [[
+    local fdpass = require "fdpass"
+    local ch = fdpass.channel(3)
+    local junk = {}
+    for i = 1, 16 do junk[i] = fdpass.dup(0) end
+    ch:send(fdpass.encode { t = "JUNK" }, junk, 5)
+    ch:send(fdpass.encode { t = "HELLO", versions = { 99 }, pid = fdpass.getpid() }, junk, 5)
+    os.exit(0)
+  ]] }, timeouts = timeouts() }
+  collectgarbage()
+  collectgarbage("stop") -- counted without the collector's help
+  local before = fdpass.fdcount()
+  assert(up:upgrade())
+  local ev, err = drive(up)
+  local after = fdpass.fdcount()
+  collectgarbage("restart")
+  lu.assertEquals(ev, "failed")
+  lu.assertStrContains(err.reason, "no common protocol version")
+  lu.assertEquals(after, before, "descriptors of the copy's messages are still held")
+  up:close()
+end
+
+-- ---- no state lost --------------------------------------------------------------------
+
+T.test_final_state_reaches_the_new_copy_after_its_connections = function()
+  local report = os.tmpname()
+  assert(fos.setenv("SPEC_REPORT_FILE", report))
+  local l = assert(net.tcp_listen("127.0.0.1", 0))
+  local served = 0
+  local up = upgrade.new { argv = { H.lua, NEW_COPY, "slow" }, timeouts = timeouts() }
+  up:listener("good", l)
+  up:state(function() return { served = served } end)
+  assert(up:upgrade())
+  local ev, info
+  while true do
+    served = served + 1 -- the loop serves a request each turn, the upgrade running
+    ev, info = up:step()
+    if ev == "upgraded" or ev == "failed" then break end
+    loop.poll({ up }, nil, math.min(0.005, up:timeout() or 0.005))
+  end
+  fos.setenv("SPEC_REPORT_FILE", nil)
+  lu.assertEquals(ev, "upgraded", tostring(info))
+  lu.assertTrue(served > 10, "the hook's 0.3 s should have seen many requests: " .. served)
+  -- a slow request in flight at the commit finishes now, then a handover
+  served = served + 1
+  local x, y = assert(fdpass.socketpair("stream"))
+  assert(up:handoff("http", y, "GET /"))
+  y:close()
+  lu.assertTrue(up:finish())
+  H.expect_exit(up:new_process(), 0, 5)
+  x:close()
+  local text = read_file(report)
+  os.remove(report)
+  local handed = tonumber(text:match("state (%d+)"))
+  lu.assertTrue(handed < served, "the handover state already had every request")
+  local final = tonumber(text:match("final_state (%d+)"))
+  lu.assertEquals(final, served, text)
+  -- the order: the connection, then the final state, then DONE (final_fds)
+  local conn_at, state_at, done_at = text:find("conn http"), text:find("final_state"), text:find("final_fds")
+  lu.assertTrue(conn_at < state_at and state_at < done_at, text)
+  up:close()
+  l:close()
+end
+
+-- ---- one failure line, once, whatever the trigger ----------------------------------------
+
+T.test_a_broken_new_copy_is_logged_once_per_trigger_with_its_cause = function()
+  local script = os.tmpname()
+  local f = assert(io.open(script, "w"))
+  f:write("local ok = true\nlocal x = = 1\n")
+  f:close()
+  local lines = {}
+  local control = ("@fdpass-spec-api-%d"):format(fos.getpid())
+  local up = upgrade.new { argv = { H.lua, script }, signal = "HUP", control = control,
+    timeouts = timeouts(), log = function(line) lines[#lines + 1] = line end }
+  lu.assertNil(up:inherit())
+  local want = "^new copy (%d+) exited 1 before HELLO: " .. script:gsub("%p", "%%%0") ..
+    ":2: unexpected symbol near '='$"
+  local function one_failure(trigger)
+    lines = {}
+    trigger()
+    local ev, err = drive(up)
+    lu.assertEquals(ev, "failed")
+    lu.assertEquals(#lines, 1, table.concat(lines, "\n"))
+    local pid = tonumber(lines[1]:match(want))
+    lu.assertNotNil(pid, lines[1])
+    lu.assertEquals({ err.pid, err.phase, err.exit.how, err.exit.code, err.message },
+      { pid, "hello", "exit", 1, lines[1] })
+    lu.assertStrContains(err.stderr, "unexpected symbol")
+    return err
+  end
+  one_failure(function() fos.kill(fos.getpid(), "HUP") end)
+  one_failure(function() assert(up:upgrade()) end)
+  -- the control socket: a client in another process gets the same line
+  local out_r, out_w = assert(fdpass.pipe())
+  local client = H.child(([[
+    local r = require("fdpass.upgrade").request(%q, "upgrade", 10)
+    io.stdout:write(tostring(r and r.message))
+  ]]):format(control), { [1] = out_w })
+  out_w:close()
+  local err = one_failure(function() end)
+  H.expect_exit(client, 0, 10)
+  out_r:nonblock(false)
+  lu.assertEquals(out_r:read(), err.message)
+  out_r:close()
+  os.remove(script)
+  up:close()
+end
+
+TestUpgradeApi = H.suite(T)
+
+H.run()
