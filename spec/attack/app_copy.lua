@@ -7,11 +7,14 @@
 --   held N           descriptors held then beyond those it started with
 --                    (0, 1, 2 and the channel on 3), uncollected
 --   listeners N      descriptors among what it inherited
--- and exits 0; when inherit fails the upgrader exits 1 itself.
+-- and exits 0; when inherit fails the upgrader exits 1 itself. The first
+-- line, "pid N", comes at once (whoever reads may need to kill it).
 -- usage: lua spec/attack/app_copy.lua
 local fos = require "fdpass.os"
 local upgrade = require "fdpass.upgrade"
 
+io.stdout:write(("pid %d\n"):format(fos.getpid()))
+io.stdout:flush()
 collectgarbage()
 collectgarbage("stop") -- a descriptor left to the collector stays visible
 local base = fos.fdcount()
