@@ -66,6 +66,16 @@ function T.test_strangers_on_rendezvous()
     :format(r.logs, r.connects, tostring(r.log1)))
 end
 
+-- ... and the real copy still gets through them: the strangers find the
+-- name as soon as it exists and queue connections ahead of it.
+function T.test_real_copy_gets_through_strangers()
+  if not A.is_root() then H.skip("needs root to run strangers as nobody") end
+  local r = A.run { copy = { A.lua, "spec/attack/app_copy.lua" }, strangers = 4, window = 5,
+    server = { rendezvous = 1, hello = 4 }, env = { APP_COPY_QUIET = "1" } }
+  lu.assertEquals(r.result, "upgraded", A.summary(r))
+  lu.assertTrue(r.max_gap_ms < MAX_GAP_MS, A.summary(r))
+end
+
 -- 3. A new copy that closed its stderr and hangs before HELLO: the pipe at
 -- end-of-file leaves the poll set, so waiting for the deadline costs the
 -- serving process next to no CPU (not a busy loop).

@@ -13,8 +13,10 @@
 local fos = require "fdpass.os"
 local upgrade = require "fdpass.upgrade"
 
-io.stdout:write(("pid %d\n"):format(fos.getpid()))
-io.stdout:flush()
+-- APP_COPY_QUIET: report nothing (when its stdout is someone else's)
+local out = os.getenv("APP_COPY_QUIET") and assert(io.open("/dev/null", "w")) or io.stdout
+out:write(("pid %d\n"):format(fos.getpid()))
+out:flush()
 collectgarbage()
 collectgarbage("stop") -- a descriptor left to the collector stays visible
 local base = fos.fdcount()
@@ -24,6 +26,6 @@ local inherit = up.inherit or up.start
 local got = inherit(up, { inherit = function() return true end })
 local n = 0
 for _, list in pairs(got and got.listeners or {}) do n = n + #list end
-io.stdout:write(("took_over %d\nheld %d\nlisteners %d\n"):format(got and 1 or 0, fos.fdcount() - base, n))
-io.stdout:flush()
+out:write(("took_over %d\nheld %d\nlisteners %d\n"):format(got and 1 or 0, fos.fdcount() - base, n))
+out:flush()
 os.exit(0)
