@@ -29,8 +29,8 @@ end
 
 local function attack(client, gc)
   local addr = client.addr or (private_dir() .. "/control")
-  local ok, r = pcall(A.run, { mode = "sleep", seconds = 1, window = 3,
-    server = { control = addr, trigger = "none", gc = gc }, clients = { client } })
+  local ok, r = pcall(A.best_of, { mode = "sleep", seconds = 1, window = 3,
+    server = { control = addr, trigger = "none", gc = gc }, clients = { client } }, MAX_GAP_MS)
   cleanup()
   assert(ok, r)
   lu.assertEquals(r.exit, "exit:0", A.summary(r))

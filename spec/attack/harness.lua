@@ -157,6 +157,22 @@ function A.run(t)
   return report
 end
 
+--- Runs attack `t` until one run's worst gap is under `bound_ms`, at most
+-- `tries` (3) runs: on a machine shared with other work a burst of load
+-- can only lengthen a gap, never shorten one, so one run under the bound
+-- shows the upgrader did not hold the loop, while a stall the upgrader
+-- causes (seconds, every time, before issue 10's fix) exceeds it in every
+-- run. Returns the last report and the list of worst gaps seen.
+function A.best_of(t, bound_ms, tries)
+  local gaps, r = {}, nil
+  for _ = 1, tries or 3 do
+    r = A.run(t)
+    gaps[#gaps + 1] = tonumber(r.max_gap_ms) or math.huge
+    if gaps[#gaps] < bound_ms then break end
+  end
+  return r, gaps
+end
+
 --- A one-line summary of a report, for failure messages and the bench.
 function A.summary(r)
   return ("result=%s gap=%sms over50=%s cpu=%ss logs=%s fds %s/%s/%s exit=%s reason=%s"):format(
