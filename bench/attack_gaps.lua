@@ -17,6 +17,8 @@ local ATTACKS = {
   { "control (copy burns the CPU)", { mode = "burn", seconds = 2, window = 4 } },
   { "junk before HELLO", { mode = "flood_hello", seconds = 2, window = 4 } },
   { "junk instead of READY", { mode = "flood_ready", seconds = 2, window = 4 } },
+  { "junk 1 MiB messages, costly to decode", { copy = { "taskset", "-c", "0", A.lua, "spec/attack/newcopy.lua",
+    "flood_big", "2" }, mode = "flood_big", writers = 1, window = 4 } },
   { "stream on stderr", { mode = "stderr", seconds = 2, window = 4 } },
   { "closed stderr, hang (CPU share)", { mode = "hang_closed_stderr", seconds = 6, window = 5 } },
   { "2 strangers as nobody on the rendezvous", { mode = "sleep", seconds = 6, window = 4, strangers = 2,
@@ -61,7 +63,7 @@ for _, a in ipairs(ATTACKS) do
       local share = (tonumber(r.cpu_upgrade_s) or 0) / math.max(tonumber(r.upgrade_s) or 1, 0.001)
       if share > cpu then cpu = share end
       if (tonumber(r.logs) or 0) > logs then logs = tonumber(r.logs) end
-      fds = ("%s/%s"):format(tostring(r.fd_base), tostring(r.fd_after))
+      fds = load and "- (load)" or ("%s/%s"):format(tostring(r.fd_base), tostring(r.fd_after))
     end
     table.sort(gaps)
     print(("%-46s %10.1f %10.1f %8.0f %10d %s"):format(name, worst, gaps[math.ceil(#gaps / 2)], cpu * 100, logs, fds))

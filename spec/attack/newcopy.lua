@@ -9,6 +9,8 @@
 --   burn        control: burns a CPU for SECONDS, never says HELLO
 --   flood_hello junk messages, as fast as they go, for SECONDS, before any HELLO
 --   flood_ready HELLO, takes WELCOME/FDS/STATE, then junk instead of READY
+--   flood_big   like flood_hello, each junk message just under 1 MiB and costly
+--               to decode (174,000 tables made and dropped)
 --   stderr      writes to its stderr as fast as it goes for SECONDS
 --   hang_closed_stderr  closes its stderr, then hangs SECONDS before HELLO
 --   hello_fds   HELLO with N descriptors, then exits 1 at once (a dying copy)
@@ -69,8 +71,20 @@ end
 
 -- Junk: well-formed messages of a type no version speaks, as fast as the
 -- channel takes them, until stop_at.
-local function flood(ch)
+local function flood(ch, big)
   local junk = codec.encode { t = "JUNK", pad = ("x"):rep(64) }
+  if big then
+    -- { t = "JUNK", pad = P } by hand: P announces n pairs, each true = {}
+    -- (6 bytes on the wire, a table made and dropped at once: the most
+    -- decoding work per byte), under the 1 MiB a message may have.
+    local function le32(x)
+      return string.char(x % 256, math.floor(x / 256) % 256, math.floor(x / 65536) % 256, math.floor(x / 16777216))
+    end
+    local function str(x) return "\5" .. le32(#x) .. x end
+    local n = math.floor((1024 * 1024 - 64) / 6)
+    junk = "\253\1\6" .. le32(2) .. str("t") .. str("JUNK") .. str("pad") .. "\6" .. le32(n) .. ("\2\6\0\0\0\0"):rep(n)
+    assert(type(codec.decode(junk)) == "table")
+  end
   while now() < stop_at do
     local ok, _, code = ch:send(junk, nil, 0)
     if not ok and code == "EAGAIN" then
@@ -117,8 +131,14 @@ elseif mode == "sleep" then
 elseif mode == "hang_closed_stderr" then
   fdpass.fd(2):close()
   fdpass.poll({}, nil, seconds)
-elseif mode == "flood_helper" then
-  flood(fdpass.channel(3))
+elseif mode == "flood_helper" or mode == "flood_big_helper" then
+  flood(fdpass.channel(3), mode == "flood_big_helper")
+elseif mode == "flood_big" then
+  local ch = channel()
+  start_helpers("flood_big_helper", ch)
+  flood(ch, true)
+  reap_helpers()
+  linger(ch)
 elseif mode == "stderr" or mode == "stderr_helper" then
   if mode == "stderr" then start_helpers("stderr_helper") end
   local chunk = ("e"):rep(65536)
