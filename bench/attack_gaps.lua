@@ -13,18 +13,34 @@ local fdpass = require "fdpass"
 local net = require "fdpass.net"
 
 local rounds = tonumber(arg[1] or 3)
+local function other_cpu(argv)
+  if not A.cpu or A.cpu == 0 then return argv end
+  local out = { "taskset", "-c", "0" }
+  for _, a in ipairs(argv) do out[#out + 1] = a end
+  return out
+end
+local function pinned(argv) -- wrk on the server's CPU
+  if not A.cpu then return argv end
+  local out = { "taskset", "-c", tostring(A.cpu) }
+  for _, a in ipairs(argv) do out[#out + 1] = a end
+  return out
+end
+
 local ATTACKS = {
   { "control (copy burns the CPU)", { mode = "burn", seconds = 2, window = 4 } },
   { "junk before HELLO", { mode = "flood_hello", seconds = 2, window = 4 } },
   { "junk instead of READY", { mode = "flood_ready", seconds = 2, window = 4 } },
-  { "junk 1 MiB messages, costly to decode", { copy = { "taskset", "-c", "0", A.lua, "spec/attack/newcopy.lua",
+  -- one writer (several would interleave the records of big messages,
+  -- which the old side refuses at once), on another CPU than the server
+  { "junk 1 MiB messages, costly to decode", { copy = other_cpu { A.lua, "spec/attack/newcopy.lua",
     "flood_big", "2" }, mode = "flood_big", writers = 1, window = 4 } },
   { "stream on stderr", { mode = "stderr", seconds = 2, window = 4 } },
   { "closed stderr, hang (CPU share)", { mode = "hang_closed_stderr", seconds = 6, window = 5 } },
   { "2 strangers as nobody on the rendezvous", { mode = "sleep", seconds = 6, window = 4, strangers = 2,
     server = { rendezvous = 1 }, root = true } },
   { "16 fds with HELLO (fds held after)", { mode = "hello_fds", n = 16, window = 3, server = { gc = "stop" } } },
-  { "READY+COMMITTED 16 fds each (fds held after)", { mode = "ready_fds", n = 16, window = 3, server = { gc = "stop" } } },
+  { "READY+COMMITTED 16 fds each (fds held after)", { mode = "ready_fds", n = 16, window = 3,
+    server = { gc = "stop" } } },
 }
 local only = {}
 for i = 2, #arg do only[arg[i]] = true end
@@ -49,8 +65,8 @@ for _, a in ipairs(ATTACKS) do
       if load then
         local port = free_port()
         t.server.port = port
-        local argv = { "wrk", "-t1", "-c8", "-d" .. tostring(t.window) .. "s", ("http://127.0.0.1:%d/"):format(port) }
-        if A.cpu then table.insert(argv, 1, tostring(A.cpu)); table.insert(argv, 1, "-c"); table.insert(argv, 1, "taskset") end
+        local argv = pinned { "wrk", "-t1", "-c8", "-d" .. tostring(t.window) .. "s",
+          ("http://127.0.0.1:%d/"):format(port) }
         local null = assert(io.open("/dev/null", "w"))
         wrk = assert(fdpass.spawn(argv, { fds = { [1] = null, [2] = null } }))
         null:close()

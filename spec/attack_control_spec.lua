@@ -42,8 +42,9 @@ end
 function T.test_slowloris_holds_bounded_descriptors()
   local r = attack { mode = "slowloris", count = 2 }
   lu.assertTrue(r.connects > MAX_HELD, "the clients hardly connected: " .. r.connects)
-  lu.assertTrue(r.fd_peak - r.fd_base <= MAX_HELD, ("%d silent clients made the server hold %d descriptors at once (bound %d)")
-    :format(r.connects, r.fd_peak - r.fd_base, MAX_HELD))
+  lu.assertTrue(r.fd_peak - r.fd_base <= MAX_HELD,
+    ("%d silent clients made the server hold %d descriptors at once (bound %d)"):format(
+      r.connects, r.fd_peak - r.fd_base, MAX_HELD))
 end
 
 function T.test_garbage_requests()

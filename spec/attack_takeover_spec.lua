@@ -5,7 +5,6 @@
 -- (a zombie is gone), not from a race: 20 times out of 20.
 local lu = require "luaunit"
 local H = require "helpers"
-local fdpass = require "fdpass"
 local fos = require "fdpass.os"
 local net = require "fdpass.net"
 local loop = require "fdpass.loop"
@@ -64,7 +63,8 @@ function T.test_old_exits_after_ready_new_takes_over_20_of_20()
     local ok, what = try("os.exit(0)\n")
     if ok then took = took + 1 else last = what end
   end
-  lu.assertEquals(took, 20, ("the new copy took over %d times out of 20 (last failure: %s)"):format(took, tostring(last)))
+  lu.assertEquals(took, 20,
+    ("the new copy took over %d times out of 20 (last failure: %s)"):format(took, tostring(last)))
 end
 
 -- The other side of the decision: an old process that closes the channel

@@ -81,8 +81,9 @@ local function flood(ch, big)
       return string.char(x % 256, math.floor(x / 256) % 256, math.floor(x / 65536) % 256, math.floor(x / 16777216))
     end
     local function str(x) return "\5" .. le32(#x) .. x end
-    local n = math.floor((1024 * 1024 - 64) / 6)
-    junk = "\253\1\6" .. le32(2) .. str("t") .. str("JUNK") .. str("pad") .. "\6" .. le32(n) .. ("\2\6\0\0\0\0"):rep(n)
+    local pairs_n = math.floor((1024 * 1024 - 64) / 6)
+    junk = "\253\1\6" .. le32(2) .. str("t") .. str("JUNK") .. str("pad") .. "\6" .. le32(pairs_n)
+      .. ("\2\6\0\0\0\0"):rep(pairs_n)
     assert(type(codec.decode(junk)) == "table")
   end
   while now() < stop_at do
@@ -111,7 +112,7 @@ local helpers = {}
 local function start_helpers(helper_mode, ch)
   local writers = tonumber(os.getenv("ATTACK_WRITERS") or "3")
   local lua = os.getenv("FDPASS_LUA") or "lua5.4"
-  for i = 2, writers do
+  for _ = 2, writers do
     helpers[#helpers + 1] = assert(fdpass.spawn({ lua, arg[0], helper_mode, tostring(stop_at - now()) },
       { fds = { [2] = 2, [3] = ch } }))
   end
