@@ -180,9 +180,9 @@ fuzz-deps:
 $(FUZZ_BUILD)/fuzz_records: fuzz/fuzz_records.c fuzz/fuzz_common.h $(LIB_SRC) src/lib/fdpass.h src/lib/internal.h | fuzz-deps
 	@mkdir -p $(@D)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -Isrc/lib $< $(LIB_SRC) -o $@
-$(FUZZ_BUILD)/fuzz_%: fuzz/fuzz_%.c fuzz/fuzz_common.h $(LIB_SRC) $(LUA_SRC) src/lib/fdpass.h src/lib/internal.h src/lua/binding.h src/lua/compat.h | fuzz-deps deps
+$(FUZZ_BUILD)/fuzz_%: fuzz/fuzz_%.c fuzz/fuzz_common.h $(LIB_SRC) $(LUA_SRC) $(wildcard lua/*.lua lua/fdpass/*.lua lua/fdpass/upgrade/*.lua) src/lib/fdpass.h src/lib/internal.h src/lua/binding.h src/lua/compat.h | fuzz-deps deps
 	@mkdir -p $(@D)
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -Isrc/lib $$(pkg-config --cflags $(LUA_PC)) $< $(LIB_SRC) $(LUA_SRC) -o $@ $$(pkg-config --libs $(LUA_PC)) -lm
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -DFDPASS_LUA_DIR='"$(CURDIR)/lua"' -Isrc/lib $$(pkg-config --cflags $(LUA_PC)) $< $(LIB_SRC) $(LUA_SRC) -o $@ $$(pkg-config --libs $(LUA_PC)) -lm
 fuzz-corpus: all
 	@$(LUA_ENV) $(LUA) fuzz/mkcorpus.lua
 clean-fuzz:

@@ -4,8 +4,9 @@
  * a HELLO, FDS, STATE, CONN ... table). The payload is wrapped in valid
  * records (this file writes the 20-byte headers itself), with /dev/null
  * descriptors on them, and written into a socketpair; then, in Lua, the
- * binding's ch:recv() reads it (fdpass_recv underneath) and fdpass.decode
- * and the checks of lua/fdpass/upgrade.lua's new-copy side look at it.
+ * binding's ch:recv() reads it (fdpass_recv underneath) and
+ * fdpass.upgrade.protocol (decode, claim, connections, negotiate, failure)
+ * handles it as both sides of an upgrade do.
  *
  *   mode: bit 0     SOCK_SEQPACKET (else SOCK_STREAM)
  *         bits 1-3  record payload size: 65536, 1, 2, 3, 7, 20, 64, 255
@@ -16,8 +17,9 @@
  *
  * Checked: the message arrives whole (same bytes, same descriptor count,
  * each a /dev/null) and alone; decode returns a value or nil, msg, EPROTO;
- * the message handling raises nothing; a decoded value encodes and decodes
- * again; no descriptor is left open after the state is closed. */
+ * the message handling raises nothing and loses no descriptor; a decoded
+ * value encodes and decodes again; no descriptor is left open after the
+ * state is closed. */
 #include "fuzz_common.h"
 #include <errno.h>
 #include <stdint.h>
@@ -30,8 +32,11 @@
 
 int luaopen_fdpass_core(lua_State *L);
 
+/* The checks are fdpass.upgrade.protocol's own (lua/, found through
+ * FDPASS_LUA_DIR): what is fuzzed is what both sides run. */
 static const char SCRIPT[] =
     "local core, fd, payload, nfds = ...\n"
+    "local P = require 'fdpass.upgrade.protocol'\n"
     "local ch = core.channel(fd)\n"
     "ch:limits { max_payload = 1 << 20, max_fds = 64 }\n"
     "local data, fds, code = ch:recv(5)\n"
@@ -44,49 +49,37 @@ static const char SCRIPT[] =
     "  local info = f:info()\n"
     "  if info.kind ~= 'char' or not info.cloexec then error('not a close-on-exec char device') end\n"
     "end\n"
-    "local msg, err, ecode = core.decode(data)\n"
-    "if msg == nil and err ~= nil then\n"
+    "local value, err, ecode = core.decode(data)\n"
+    "if value == nil and err ~= nil then\n"
     "  if type(err) ~= 'string' or ecode ~= 'EPROTO' then error('decode failed without EPROTO') end\n"
     "end\n"
-    /* What upgrade.lua's expect(), take_over() and receive() do with it. */
-    "local function same_identity(got, want)\n"
-    "  if type(want) ~= 'table' then return false end\n"
-    "  for _, k in ipairs { 'kind', 'family', 'socktype', 'listening', 'addr' } do\n"
-    "    if got[k] ~= want[k] then return false, k end\n"
-    "  end\n"
-    "  return true\n"
-    "end\n"
-    "if type(msg) == 'table' and type(msg.t) == 'string' then\n"
+    /* What the old side and the new copy do with a message. */
+    "local msg, why = P.decode(data)\n"
+    "if not msg and type(why) ~= 'string' then error('P.decode gave no reason') end\n"
+    "if msg then\n"
     "  local t = msg.t\n"
-    "  if t == 'WELCOME' or t == 'REFUSE' then\n"
-    "    local _ = tostring(msg.reason), msg.pid, msg.generation, fds[1]\n"
-    "  elseif t == 'FDS' then\n"
-    "    local listeners, unclaimed, claimed = {}, {}, {}\n"
-    "    for i, f in ipairs(fds) do\n"
-    "      local name = type(msg.names) == 'table' and msg.names[i]\n"
-    "      local want = type(msg.ids) == 'table' and msg.ids[i]\n"
-    "      local info = f:info()\n"
-    "      if type(name) == 'string' and info and same_identity(info, want) then\n"
-    "        listeners[name] = listeners[name] or {}\n"
-    "        table.insert(listeners[name], f)\n"
-    "        claimed[#claimed + 1] = name\n"
-    "      else\n"
-    "        f:close()\n"
-    "        unclaimed[#unclaimed + 1] = tostring(name)\n"
-    "      end\n"
+    "  if t == 'FDS' then\n"
+    "    local listeners, claimed, unclaimed = P.claim(msg, fds)\n"
+    "    local n = 0\n"
+    "    for _, list in pairs(listeners) do n = n + #list end\n"
+    "    if n ~= #claimed or n + #unclaimed ~= #fds then error('claim lost a descriptor') end\n"
+    "  elseif t == 'CONN' or t == 'CONNS' then\n"
+    "    local list = P.connections(msg, fds)\n"
+    "    for _, c in ipairs(list) do\n"
+    "      if type(c.buffered) ~= 'string' then error('buffered is no string') end\n"
     "    end\n"
-    "    local _ = table.concat(claimed, ',') .. table.concat(unclaimed, ',')\n"
-    "  elseif t == 'CONN' and fds[1] then\n"
-    "    local _ = { name = msg.name, fd = fds[1], buffered = msg.buffered or '', meta = msg.meta }\n"
     "  elseif t == 'HELLO' then\n"
-    "    local v = msg.versions\n"
-    "    if type(v) == 'table' then for _, x in ipairs(v) do local _ = x == 1 end end\n"
-    "    local _ = msg.pid, msg.token == 'x'\n"
+    "    local v, reason = P.negotiate(P.VERSIONS, msg.versions)\n"
+    "    if not v and type(reason) ~= 'string' then error('negotiate gave no reason') end\n"
     "  end\n"
+    "  local f = P.failure { phase = type(msg.phase) == 'string' and msg.phase or 'hello', pid = 1234,\n"
+    "    reason = msg.reason, stderr = type(msg.stderr) == 'string' and msg.stderr or nil, exited = true,\n"
+    "    exit = { how = 'exit', code = 1 } }\n"
+    "  if type(tostring(f)) ~= 'string' then error('a failure without a message') end\n"
     "end\n"
-    "if msg ~= nil then\n"
-    "  local again = core.decode(core.encode(msg))\n"
-    "  if type(again) ~= type(msg) then error('round trip changed the type') end\n"
+    "if value ~= nil then\n"
+    "  local again = core.decode(core.encode(value))\n"
+    "  if type(again) ~= type(value) then error('round trip changed the type') end\n"
     "end\n"
     "for _, f in ipairs(fds) do pcall(f.close, f) end\n"
     "ch:close()\n";
@@ -174,13 +167,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     lua_State *L = luaL_newstate();
     if (!L)
         fuzz_fail("no lua_State");
-    luaL_requiref(L, "_G", luaopen_base, 1);
-    luaL_requiref(L, LUA_TABLIBNAME, luaopen_table, 1);
-    luaL_requiref(L, LUA_STRLIBNAME, luaopen_string, 1);
+    luaL_openlibs(L);
+    /* fdpass.core is linked in; the Lua modules come from the tree */
+    lua_getglobal(L, "package");
+    lua_pushliteral(L, FDPASS_LUA_DIR "/?.lua");
+    lua_setfield(L, -2, "path");
+    lua_getfield(L, -1, "preload");
+    lua_pushcfunction(L, luaopen_fdpass_core);
+    lua_setfield(L, -2, "fdpass.core");
     lua_settop(L, 0);
     if (luaL_loadbuffer(L, SCRIPT, sizeof SCRIPT - 1, "=fuzz_handshake") != LUA_OK)
         fuzz_fail("script: %s", lua_tostring(L, -1));
-    luaL_requiref(L, "fdpass.core", luaopen_fdpass_core, 0);
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "fdpass.core");
+    lua_call(L, 1, 1);
     lua_pushinteger(L, sv[1]); /* the channel adopts it */
     lua_pushlstring(L, (const char *)payload, len);
     lua_pushinteger(L, (lua_Integer)nfds);

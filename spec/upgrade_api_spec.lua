@@ -69,6 +69,36 @@ T.test_unknown_options_raise_naming_the_key = function()
   up:close()
 end
 
+T.test_listen_creates_on_a_fresh_start_and_close_releases_everything = function()
+  collectgarbage()
+  collectgarbage("stop")
+  local before = fdpass.fdcount()
+  local control = ("@fdpass-spec-api-close-%d"):format(fos.getpid())
+  local up = upgrade.new { argv = { "unused" }, control = control, signal = "USR1" }
+  lu.assertNil(up:inherit())
+  local made = 0
+  local l = assert(up:listen("http", function() made = made + 1; return net.tcp_listen("127.0.0.1", 0) end))
+  lu.assertEquals(made, 1)
+  lu.assertTrue(fdpass.info(l).listening)
+  -- a stats request, answered from step()
+  local ch = assert(fdpass.connect(control, 2))
+  assert(ch:send(fdpass.encode { cmd = "stats" }, nil, 2))
+  local deadline, answer = now() + 5
+  repeat
+    loop.poll({ up }, nil, 0.1)
+    up:step()
+    answer = ch:recv(0)
+  until answer or now() > deadline
+  ch:close()
+  lu.assertEquals(fdpass.decode(answer or "").generation, 1, "the control socket is not served")
+  up:close()
+  l:close()
+  local after = fdpass.fdcount()
+  collectgarbage("restart")
+  lu.assertEquals(after, before, "close() left descriptors")
+  lu.assertNil(fdpass.connect(control, 1), "the control socket still listens")
+end
+
 -- ---- the pollable protocol --------------------------------------------------------
 
 T.test_one_descriptor_for_the_whole_life_and_no_busy_loop = function()
@@ -116,6 +146,43 @@ T.test_descriptors_sent_with_hello_are_closed_at_once = function()
   lu.assertEquals(ev, "failed")
   lu.assertStrContains(err.reason, "no common protocol version")
   lu.assertEquals(after, before, "descriptors of the copy's messages are still held")
+  up:close()
+end
+
+T.test_descriptors_sent_with_ready_and_committed_are_closed_at_once = function()
+  local up = upgrade.new { argv = { H.lua, "-e", [[
+    local fdpass = require "fdpass"
+    local ch = fdpass.channel(3)
+    local function send(msg, fds) assert(ch:send(fdpass.encode(msg), fds, 5)) end
+    local junk = {}
+    for i = 1, 16 do junk[i] = fdpass.dup(0) end
+    send({ t = "HELLO", versions = { 1 }, pid = fdpass.getpid() }, junk)
+    for _, want in ipairs { "WELCOME", "FDS", "STATE" } do
+      local data, fds = assert(ch:recv(5))
+      assert(fdpass.decode(data).t == want)
+      fdpass.close_all(fds)
+    end
+    send({ t = "NEWS" }, junk)
+    send({ t = "READY", claimed = {}, unclaimed = {} }, junk)
+    assert(fdpass.decode((assert(ch:recv(5)))).t == "COMMIT")
+    send({ t = "COMMITTED", pid = fdpass.getpid() }, junk)
+    repeat -- the final STATE, then DONE
+      local data = ch:recv(5)
+    until not data or fdpass.decode(data).t == "DONE"
+  ]] }, timeouts = timeouts() }
+  collectgarbage()
+  collectgarbage("stop") -- counted without the collector's help
+  local before = fdpass.fdcount()
+  assert(up:upgrade())
+  local ev, info = drive(up)
+  lu.assertEquals(ev, "upgraded", tostring(info))
+  local during = fdpass.fdcount()
+  lu.assertTrue(up:finish())
+  local after = fdpass.fdcount()
+  collectgarbage("restart")
+  lu.assertEquals(during, before + 1, "beyond the channel to the new copy, descriptors are held")
+  lu.assertEquals(after, before)
+  H.expect_exit(up:new_process(), 0, 5)
   up:close()
 end
 
@@ -203,6 +270,36 @@ T.test_a_broken_new_copy_is_logged_once_per_trigger_with_its_cause = function()
   lu.assertEquals(out_r:read(), err.message)
   out_r:close()
   os.remove(script)
+  up:close()
+end
+
+-- ---- strangers on the control socket ----------------------------------------------------
+
+T.test_strangers_on_the_control_socket_are_refused_a_step_at_a_time_and_counted = function()
+  if io.popen("id -u"):read("*l") ~= "0" then lu.skip("needs root to run a peer as nobody") end
+  local lines = {}
+  local control = ("@fdpass-spec-api-strangers-%d"):format(fos.getpid())
+  local up = upgrade.new { argv = { "unused" }, control = control,
+    log = function(line) lines[#lines + 1] = line end }
+  lu.assertNil(up:inherit())
+  -- 200 connections from another uid, all queued before we look
+  local p = H.child(([[
+    local held = {}
+    for i = 1, 200 do held[i] = assert(fdpass.connect(%q, 5)) end
+    fdpass.poll({ fdpass.fd(0) }, nil, 20)
+  ]]):format(control), nil, nil, { prefix = { "setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups" } })
+  local steps, deadline = 0, now() + 20
+  while #lines == 0 or not lines[#lines]:find("200") do
+    lu.assertTrue(now() < deadline, "not all refused: " .. table.concat(lines, "; "))
+    if #loop.poll({ up }, nil, 0.1) > 0 then steps = steps + 1 end
+    up:step() -- the count comes a second after the first line
+  end
+  lu.assertTrue(steps >= 200 / 16, steps .. " steps for 200 strangers: more than 16 per step")
+  lu.assertTrue(#lines <= 3, table.concat(lines, "\n"))
+  lu.assertEquals(lines[1], "control: refused 1 connections (wrong uid or too many)")
+  lu.assertEquals(lines[#lines], "control: refused 200 connections (wrong uid or too many)")
+  p:kill("TERM")
+  p:wait(5)
   up:close()
 end
 

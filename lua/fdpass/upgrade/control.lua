@@ -111,6 +111,7 @@ end
 
 --- Closes the clients past their deadline; returns the next deadline.
 function Server:expire()
+  self.refused.tick()
   local t, soon = now(), nil
   local late = {}
   for ch, deadline in pairs(self.clients) do

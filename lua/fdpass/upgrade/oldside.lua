@@ -13,6 +13,7 @@ local poller = require "fdpass.upgrade.poller"
 
 local now = fos.monotonic
 local TAIL = 4096 -- bytes of the copy's stderr kept for the failure
+local STEP_BYTES = 256 * 1024 -- message bytes one step reads (plus one message)
 
 local Task = {}
 Task.__index = Task
@@ -46,12 +47,22 @@ end
 --- Called by step() for a ready key of ours; says whether it is ours.
 function Task:on_ready(key)
   if key == "task.stderr" then self:read_stderr(); return true end
-  if key == "task.exit" then self:reap(); self.woken = true; return true end
+  if key == "task.exit" then
+    -- readable: exited. Out of the set either way, so that a pidfd whose
+    -- process someone else reaped cannot make the loop spin.
+    if not self:reap() then self.poll:drop("task.exit") end
+    self.woken = true
+    return true
+  end
   if key == "task.ch" or key == "task.rdv" then self.woken = true; return true end
   return false
 end
 
-function Task:due(t) return self.woken or t >= self.wake end
+function Task:due(t)
+  if self.refused then self.refused.tick() end
+  if self.skipped then self.skipped.tick() end
+  return self.woken or t >= self.wake
+end
 
 --- One resume. Returns nothing while the upgrade runs; then `true, info`
 -- or `false, failure` (once).
@@ -68,6 +79,7 @@ function Task:resume()
   end
   if not ok then a, b = false, P.failure { phase = self.phase, reason = tostring(a), pid = self.pid } end
   if coroutine.status(self.co) ~= "dead" then return end
+  if self.skipped then self.skipped.flush() end
   if self.lock then self.lock:close() end
   return a, b
 end
@@ -123,7 +135,7 @@ end
 -- program); every descriptor the copy sends is closed at once (none is
 -- wanted from it); after P.STEP.messages messages the loop gets a turn.
 function Task:expect(want, deadline)
-  local ch, n = self.ch, 0
+  local ch, n, bytes = self.ch, 0, 0
   while true do
     if now() >= deadline then return nil, "timed out waiting for " .. table.concat(want, " or ") end
     local data, fds, code = ch:recv(0)
@@ -136,9 +148,9 @@ function Task:expect(want, deadline)
       end
       self.skipped = self.skipped or poller.counted(self.up.log, "upgrade: ignored %s unexpected messages")
       self.skipped.bump()
-      n = n + 1
-      if n >= P.STEP.messages then
-        n = 0
+      n, bytes = n + 1, bytes + #data
+      if n >= P.STEP.messages or bytes >= STEP_BYTES then
+        n, bytes = 0, 0
         self:wait_for("task.ch", ch, "r", deadline)
       end
     elseif code == "EAGAIN" then

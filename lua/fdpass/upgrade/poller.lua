@@ -81,8 +81,9 @@ function Poller:close()
 end
 
 --- A log line that repeats is written once, then at most once a second as
--- a count: `counted(log, "refused %s strangers")` gives `bump()`, and
--- `flush()` writes what is left. Counts print with thousands separators.
+-- a count: `counted(log, "refused %s strangers")` gives `bump()`,
+-- `tick()` (the count, a second after the last line) and `flush()` (what is
+-- left, now). Counts print with thousands separators.
 function M.counted(log, fmt)
   local n, written, last = 0, 0, -math.huge
   local function commas(x)
@@ -103,6 +104,9 @@ function M.counted(log, fmt)
   function c.bump()
     n = n + 1
     if n == 1 or now() - last >= 1 then c.flush() end
+  end
+  function c.tick() -- what is left, once a second has passed (called every step)
+    if n > written and now() - last >= 1 then c.flush() end
   end
   function c.count() return n end
   return c
