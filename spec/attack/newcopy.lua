@@ -6,7 +6,8 @@
 -- it never lives longer than SECONDS + 5 on its own.
 --
 -- usage: lua spec/attack/newcopy.lua MODE [SECONDS] [N]
---   burn        control: burns a CPU for SECONDS, never says HELLO
+--   burn        control: burns the CPU for SECONDS (in $ATTACK_WRITERS processes),
+--               never says HELLO
 --   flood_hello junk messages, as fast as they go, for SECONDS, before any HELLO
 --   flood_ready HELLO, takes WELCOME/FDS/STATE, then junk instead of READY
 --   flood_big   like flood_hello, each junk message just under 1 MiB and costly
@@ -17,7 +18,7 @@
 --   nak_fds     the handover, then NAK with N descriptors
 --   ready_fds   the handover, READY with N descriptors, then COMMITTED with N
 --   sleep       says nothing for SECONDS
--- The floods (flood_hello, flood_ready, stderr) run in $ATTACK_WRITERS
+-- The floods (flood_hello, flood_ready, stderr) and burn run in $ATTACK_WRITERS
 -- processes (default 3: this one and helpers it starts sharing the same
 -- channel or pipe), as an attacker would, so that the writers outpace the
 -- one reader whatever else runs on the machine.
@@ -123,10 +124,14 @@ local function reap_helpers()
   end
 end
 
-if mode == "burn" then
+if mode == "burn" or mode == "burn_helper" then
+  -- as many burning processes as a flood has writers: the same
+  -- competition for the CPU, and nothing else
+  if mode == "burn" then start_helpers("burn_helper") end
   local x = 0
   while now() < stop_at do x = x + 1 end
-  fdpass.poll({}, nil, 5)
+  reap_helpers()
+  if mode == "burn" then fdpass.poll({}, nil, 5) end
 elseif mode == "sleep" then
   fdpass.poll({}, nil, seconds)
 elseif mode == "hang_closed_stderr" then

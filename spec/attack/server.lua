@@ -134,6 +134,7 @@ local trigger_at = opts.trigger ~= "none" and started + 0.2 or math.huge
 local fd_peak, fd_sampled = 0, 0
 local running, result, reason, ended_at, fd_at_end_of_upgrade
 local max_gap, gaps_over_50ms, iterations = 0, 0, 0
+local max_step = 0 -- the longest single step of the upgrader (and controller)
 local cpu0, cpu_upgrade = nil, nil
 local task
 local measured = false -- the upgrade ran during the previous iteration
@@ -215,6 +216,7 @@ while true do
   -- generous driving there is (no wake-up missed); what a step costs is
   -- what the gap shows.
   if ctl then ctl:step(rs, ws) end
+  local step_started = now()
   if pollable and (running or opts.control) then
     local ev, info = up:step()
     if ev == "upgraded" then finish_upgrade(true, info and info.pid)
@@ -223,6 +225,10 @@ while true do
   elseif running then
     local ok, a, b = task:step()
     if ok ~= nil then finish_upgrade(ok, ok and a or (tostring(a) .. ": " .. tostring(b))) end
+  end
+  if measured then
+    local took = now() - step_started
+    if took > max_step then max_step = took end
   end
 end
 
@@ -235,6 +241,7 @@ report("port", listener:info().addr:match(":(%d+)$"))
 report("result", result or "running")
 report("reason", reason or "")
 report("max_gap_ms", ("%.1f"):format(max_gap * 1e3))
+report("max_step_ms", ("%.1f"):format(max_step * 1e3))
 report("gaps_over_50ms", gaps_over_50ms)
 report("iterations", iterations)
 report("upgrade_s", ("%.3f"):format((ended_at or now()) - trigger_at))
