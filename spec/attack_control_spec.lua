@@ -29,7 +29,7 @@ end
 
 local function attack(client, gc)
   local addr = client.addr or (private_dir() .. "/control")
-  local ok, r = pcall(A.best_of, { mode = "sleep", seconds = 1, window = 3,
+  local ok, r = pcall(A.best_of, { mode = "sleep", seconds = 1, window = 2,
     server = { control = addr, trigger = "none", gc = gc }, clients = { client } }, MAX_GAP_MS)
   cleanup()
   assert(ok, r)
