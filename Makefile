@@ -1,8 +1,11 @@
 # fdpass: libfdpass (C, no Lua) + fdpass.core (Lua binding) + Lua modules.
-# make            build for Lua $(LUA_VERSION)
+# make            build for Lua $(LUA_VERSION): needs only a C compiler, make,
+#                 pkg-config and the Lua headers; never installs anything
+# make deps       check (as root: install) the packages the suite needs
 # make test       every spec, Lua and C, ending with "N passed, N failed"
 # make sanitize   the same suite under AddressSanitizer + UBSan
-# make install    header, libraries, pkg-config file, Lua modules
+# make install    header, libraries, pkg-config file, Lua modules (make uninstall)
+# make dist       the release: tarball, versioned rockspec, source rock (docs/INSTALL.md)
 
 # LUA_VERSION: 5.1, 5.3, 5.4 or jit (LuaJIT 2.1, OpenResty's luajit2 build,
 # the one Debian's nginx Lua module uses: see tools/deps.sh).
@@ -17,15 +20,37 @@ LUA_PC      ?= lua$(LUA_VERSION)
 LUA_ABI     := $(LUA_VERSION)
 endif
 LUA_VERSIONS ?= 5.1 5.3 5.4 jit
+# The Lua headers: pkg-config's answer, or LUA_CFLAGS=-I/where/lua.h/is
+LUA_CFLAGS  ?= $(shell pkg-config --cflags $(LUA_PC) 2>/dev/null)
+
+# ---- where `make install` puts things. LIBDIR is the multiarch directory
+# on Debian (/usr/lib/x86_64-linux-gnu), as Debian's own libraries. The Lua
+# modules go where that Lua looks: for PREFIX=/usr, where its pkg-config
+# file says (Debian: /usr/share/lua/5.4, /usr/lib/x86_64-linux-gnu/lua/5.4);
+# for any other prefix, Lua's own layout under it (/usr/local/share/lua/5.4,
+# /usr/local/lib/lua/5.4: what Lua's default package.path/cpath search).
 PREFIX      ?= /usr/local
 DESTDIR     ?=
-LIBDIR      ?= $(PREFIX)/lib
+MULTIARCH   ?= $(if $(wildcard /etc/debian_version),$(shell m=$$($(CC) -print-multiarch 2>/dev/null); \
+                 [ -n "$$m" ] || m=$$(dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null); echo $$m))
+LIBDIR      ?= $(PREFIX)/lib$(if $(MULTIARCH),/$(MULTIARCH))
 INCLUDEDIR  ?= $(PREFIX)/include
+# fdpass.pc goes to PREFIX/lib/pkgconfig (on pkg-config's default path),
+# not LIBDIR/pkgconfig: `pkg-config --define-prefix` takes the prefix to be
+# two directories above the file, which a multiarch LIBDIR is not.
+PKGCONFIGDIR ?= $(PREFIX)/lib/pkgconfig
+BINDIR      ?= $(PREFIX)/bin
+ifeq ($(PREFIX),/usr)
 LUA_LMOD    ?= $(shell pkg-config --define-variable=prefix=$(PREFIX) --variable=INSTALL_LMOD $(LUA_PC) 2>/dev/null || echo $(PREFIX)/share/lua/$(LUA_ABI))
 LUA_CMOD    ?= $(shell pkg-config --define-variable=prefix=$(PREFIX) --variable=INSTALL_CMOD $(LUA_PC) 2>/dev/null || echo $(PREFIX)/lib/lua/$(LUA_ABI))
+else
+LUA_LMOD    ?= $(PREFIX)/share/lua/$(LUA_ABI)
+LUA_CMOD    ?= $(PREFIX)/lib/lua/$(LUA_ABI)
+endif
 
+# The one version string: the VERSION file (tools/version.sh).
+VERSION     := $(shell cat VERSION)
 SOVERSION   := 0
-VERSION     := 0.1.0
 BUILD       ?= build
 CC          ?= cc
 WARN        := -Wall -Wextra -Werror
@@ -48,37 +73,63 @@ CORE_SO := $(BUILD)/lua$(LUA_VERSION)/fdpass/core.so
 .PHONY: all deps test test-san sanitize install uninstall clean demo soak example
 all: $(SHLIB) $(STLIB) $(PCFILE) $(CORE_SO) $(CTEST_BIN)
 
+# ---- packages. The build needs none beyond a compiler and the Lua headers;
+# the targets that run something (DEPS_GOALS) first check the packages the
+# suite and the demo need: tools/deps.sh installs them when root (apt-get),
+# otherwise prints the exact command and fails. When one of these goals is
+# on the command line, compiling waits for the check (a fresh machine may
+# get its Lua headers from it), so `make -j test` works from nothing.
+DEPS_GOALS := deps test test-all sanitize test-san demo soak example bench bench-publish doc lint valgrind fuzz
 deps:
 	@tools/deps.sh $(LUA_VERSION)
+DEPS_FIRST := $(if $(filter $(DEPS_GOALS) lint-% fuzz-%,$(MAKECMDGOALS)),deps)
 
-$(BUILD)/lib/%.o: src/lib/%.c src/lib/fdpass.h src/lib/internal.h | deps
-	@mkdir -p $(@D)
+# Directories as order-only prerequisites, so that `make -j` creates each
+# before anything is written into it.
+BUILD_DIRS := $(BUILD) $(BUILD)/lib $(BUILD)/lua$(LUA_VERSION)/fdpass $(BUILD)/ctest $(BUILD)/bench
+$(BUILD_DIRS):
+	@mkdir -p $@
+
+# The build fails when src/lib/fdpass.h and VERSION disagree.
+$(BUILD)/version.ok: VERSION src/lib/fdpass.h tools/version.sh | $(BUILD)
+	@tools/version.sh check
+	@touch $@
+
+$(BUILD)/lib/%.o: src/lib/%.c src/lib/fdpass.h src/lib/internal.h | $(BUILD)/lib $(BUILD)/version.ok $(DEPS_FIRST)
 	$(CC) $(ALL_CFLAGS) -fvisibility=hidden -DFDPASS_BUILD -c $< -o $@
 
-$(SHLIB): $(LIB_OBJ)
+$(SHLIB): $(LIB_OBJ) | $(BUILD)
 	$(CC) -shared -Wl,-soname,libfdpass.so.$(SOVERSION) $(LDFLAGS_ALL) -o $@ $^
 	ln -sf libfdpass.so.$(VERSION) $(BUILD)/libfdpass.so.$(SOVERSION)
 	ln -sf libfdpass.so.$(VERSION) $(BUILD)/libfdpass.so
 
-$(STLIB): $(LIB_OBJ)
+$(STLIB): $(LIB_OBJ) | $(BUILD)
 	$(AR) rcs $@ $^
 
-$(PCFILE): src/lib/fdpass.pc.in Makefile
-	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' \
-	    -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' -e 's|@VERSION@|$(VERSION)|' $< > $@
+# Relocatable: libdir and includedir are written relative to ${prefix} when
+# they are under PREFIX, so `pkg-config --define-prefix` (or a DESTDIR
+# staging tree) works without PKG_CONFIG_SYSROOT_DIR.
+# $(BUILD)/pc.vars changes when PREFIX, LIBDIR or INCLUDEDIR do, so that
+# `make install PREFIX=/usr` after a plain `make` rewrites the file.
+PC_REL  = $(patsubst $(PREFIX)/%,$${prefix}/%,$(1))
+PC_VARS = $(PREFIX) $(LIBDIR) $(INCLUDEDIR) $(VERSION)
+.PHONY: FORCE
+$(BUILD)/pc.vars: FORCE | $(BUILD)
+	@echo '$(PC_VARS)' | cmp -s - $@ || echo '$(PC_VARS)' > $@
+$(PCFILE): src/lib/fdpass.pc.in $(BUILD)/pc.vars | $(BUILD)
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(call PC_REL,$(LIBDIR))|' \
+	    -e 's|@INCLUDEDIR@|$(call PC_REL,$(INCLUDEDIR))|' -e 's|@VERSION@|$(VERSION)|' $< > $@
 
 # The Lua module carries the library inside it, so that `require "fdpass"`
 # needs nothing installed beside it.
-$(BUILD)/lua$(LUA_VERSION)/%.o: src/lua/%.c src/lua/binding.h src/lua/compat.h src/lib/fdpass.h | deps
-	@mkdir -p $(@D)
-	$(CC) $(ALL_CFLAGS) -Isrc/lib $$(pkg-config --cflags $(LUA_PC)) -c $< -o $@
+$(BUILD)/lua$(LUA_VERSION)/%.o: src/lua/%.c src/lua/binding.h src/lua/compat.h src/lib/fdpass.h \
+  | $(BUILD)/lua$(LUA_VERSION)/fdpass $(BUILD)/version.ok $(DEPS_FIRST)
+	$(CC) $(ALL_CFLAGS) -Isrc/lib $(LUA_CFLAGS) -c $< -o $@
 
-$(CORE_SO): $(LUA_OBJ) $(LIB_OBJ)
-	@mkdir -p $(@D)
+$(CORE_SO): $(LUA_OBJ) $(LIB_OBJ) | $(BUILD)/lua$(LUA_VERSION)/fdpass
 	$(CC) -shared $(LDFLAGS_ALL) -o $@ $^
 
-$(BUILD)/ctest/%: spec/c/%.c spec/c/ctest.h spec/c/testutil.h $(SHLIB)
-	@mkdir -p $(@D)
+$(BUILD)/ctest/%: spec/c/%.c spec/c/ctest.h spec/c/testutil.h $(SHLIB) | $(BUILD)/ctest
 	$(CC) $(ALL_CFLAGS) -Isrc/lib $< -o $@ -L$(BUILD) -lfdpass -Wl,-rpath,$(abspath $(BUILD)) $(LDFLAGS_ALL)
 
 # In-tree paths for the specs and the demo; the versioned names win over a
@@ -89,7 +140,7 @@ LUA_ENV = LUA_PATH_$(subst .,_,$(LUA_ABI))="$(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/
           LUA_CPATH="$(CURDIR)/$(BUILD)/lua$(LUA_VERSION)/?.so;;" \
           FDPASS_LUA=$(LUA) FDPASS_CTESTS="$(CTEST_BIN)"
 
-test: all
+test: all deps
 	@$(LUA_ENV) $(LUA) spec/run.lua
 
 # The whole suite on every Lua of LUA_VERSIONS, one after the other (each
@@ -102,63 +153,81 @@ test-all:
 	  echo "$$out" | grep -v '^cc \|^ln \|^sed '; \
 	  line=$$(echo "$$out" | grep -E '^[0-9]+ passed, [0-9]+ failed' | tail -1); \
 	  p=$$(echo "$$line" | sed -n 's/^\([0-9]*\) passed.*/\1/p'); f=$$(echo "$$line" | sed -n 's/.* \([0-9]*\) failed.*/\1/p'); \
-	  s=$$(echo "$$line" | sed -n 's/.* \([0-9]*\) skipped.*/\1/p'); \
+	  s=$$(echo "$$out" | sed -n 's/^\([0-9]*\) skipped$$/\1/p' | tail -1); \
 	  [ -n "$$p" ] || { p=0; f=1; }; [ $$rc -eq 0 ] || [ "$$f" -gt 0 ] || f=1; \
 	  total_p=$$((total_p + p)); total_f=$$((total_f + f)); total_s=$$((total_s + $${s:-0})); \
 	done; echo "test-all ($(LUA_VERSIONS)):"; \
-	if [ $$total_s -gt 0 ]; then echo "$$total_p passed, $$total_f failed, $$total_s skipped"; \
-	else echo "$$total_p passed, $$total_f failed"; fi; [ $$total_f -eq 0 ]
+	[ $$total_s -eq 0 ] || echo "$$total_s skipped"; \
+	echo "$$total_p passed, $$total_f failed"; [ $$total_f -eq 0 ]
 
 # The Lua interpreter is not instrumented: the sanitizer runtime is
 # preloaded into it (and so into the processes the specs start).
 SAN := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
-sanitize:
+sanitize: deps
 	@$(MAKE) --no-print-directory BUILD=build-san SANFLAGS="$(SAN)" all
 	@$(MAKE) --no-print-directory BUILD=build-san SANFLAGS="$(SAN)" test-san
 
-test-san:
+test-san: deps
 	@$(LUA_ENV) LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
 	  ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  FDPASS_CTEST_ENV="LD_PRELOAD= ASAN_OPTIONS=detect_leaks=1" $(LUA) spec/run.lua
 
-install: all
-	install -d $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(LUA_LMOD)/fdpass/upgrade $(DESTDIR)$(LUA_CMOD)/fdpass
+# ---- install. Every Lua file under lua/ (subdirectories too: a new
+# module is installed without an edit here), every script in bin/. The
+# rockspec must list the same modules: `make lint-install` checks it.
+LUA_FILES = $$(cd lua && find . -type f -name '*.lua' | sed 's|^\./||' | sort)
+BIN_FILES = $$(cd bin && find . -maxdepth 1 -type f | sed 's|^\./||' | sort)
+install: $(SHLIB) $(STLIB) $(PCFILE) $(CORE_SO)
+	install -d $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(PKGCONFIGDIR) $(DESTDIR)$(LUA_LMOD) \
+	  $(DESTDIR)$(LUA_CMOD)/fdpass $(DESTDIR)$(BINDIR)
 	install -m 644 src/lib/fdpass.h $(DESTDIR)$(INCLUDEDIR)/
 	install -m 755 $(SHLIB) $(DESTDIR)$(LIBDIR)/
 	ln -sf libfdpass.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libfdpass.so.$(SOVERSION)
 	ln -sf libfdpass.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libfdpass.so
 	install -m 644 $(STLIB) $(DESTDIR)$(LIBDIR)/
-	install -m 644 $(PCFILE) $(DESTDIR)$(LIBDIR)/pkgconfig/
-	install -m 644 lua/fdpass.lua $(DESTDIR)$(LUA_LMOD)/
-	for f in lua/fdpass/*.lua; do [ -e "$$f" ] && install -m 644 "$$f" $(DESTDIR)$(LUA_LMOD)/fdpass/ || true; done
-	for f in lua/fdpass/upgrade/*.lua; do [ -e "$$f" ] && install -m 644 "$$f" $(DESTDIR)$(LUA_LMOD)/fdpass/upgrade/ || true; done
+	install -m 644 $(PCFILE) $(DESTDIR)$(PKGCONFIGDIR)/
+	@for f in $(LUA_FILES); do echo "install -D -m 644 lua/$$f $(DESTDIR)$(LUA_LMOD)/$$f"; \
+	  install -D -m 644 "lua/$$f" "$(DESTDIR)$(LUA_LMOD)/$$f" || exit 1; done
 	install -m 755 $(CORE_SO) $(DESTDIR)$(LUA_CMOD)/fdpass/
-	install -d $(DESTDIR)$(PREFIX)/bin
-	install -m 755 bin/fdpass-upgrade $(DESTDIR)$(PREFIX)/bin/
+	@for f in $(BIN_FILES); do echo "install -m 755 bin/$$f $(DESTDIR)$(BINDIR)/"; \
+	  install -m 755 "bin/$$f" "$(DESTDIR)$(BINDIR)/" || exit 1; done
 
+# Removes what `make install` put (the fdpass/ module directories are
+# fdpass's own: whatever is in them goes), and no directory it did not make.
 uninstall:
-	rm -f $(DESTDIR)$(INCLUDEDIR)/fdpass.h $(DESTDIR)$(LIBDIR)/libfdpass.* \
-	      $(DESTDIR)$(LIBDIR)/pkgconfig/fdpass.pc $(DESTDIR)$(LUA_LMOD)/fdpass.lua \
-	      $(DESTDIR)$(LUA_CMOD)/fdpass/core.so $(DESTDIR)$(PREFIX)/bin/fdpass-upgrade
-	rm -rf $(DESTDIR)$(LUA_LMOD)/fdpass
+	rm -f $(DESTDIR)$(INCLUDEDIR)/fdpass.h $(DESTDIR)$(LIBDIR)/libfdpass.so.$(VERSION) \
+	      $(DESTDIR)$(LIBDIR)/libfdpass.so.$(SOVERSION) $(DESTDIR)$(LIBDIR)/libfdpass.so \
+	      $(DESTDIR)$(LIBDIR)/libfdpass.a $(DESTDIR)$(PKGCONFIGDIR)/fdpass.pc
+	@for f in $(LUA_FILES); do rm -f "$(DESTDIR)$(LUA_LMOD)/$$f"; done
+	@for f in $(BIN_FILES); do rm -f "$(DESTDIR)$(BINDIR)/$$f"; done
+	rm -rf $(DESTDIR)$(LUA_LMOD)/fdpass $(DESTDIR)$(LUA_CMOD)/fdpass
 
 clean:
-	rm -rf build build-san
+	rm -rf build build-san dist
+
+# ---- release: `make dist [DIST_URL=https://.../fdpass-X.Y.Z.tar.gz]` makes
+# dist/fdpass-X.Y.Z.tar.gz, fdpass-X.Y.Z-1.rockspec and fdpass-X.Y.Z-1.src.rock
+# from the committed HEAD (tools/dist.sh); tools/check-dist.sh checks them
+# (every Lua installs the rock offline), tools/check-install.sh checks
+# `make install` (docs/INSTALL.md).
+.PHONY: dist
+dist:
+	@DIST_URL="$(DIST_URL)" DIST_DIR=dist tools/dist.sh
 
 # README's first command: an HTTP server upgraded UPGRADES times (default
 # 20) under keep-alive load; fails if one request fails or one connection
 # is reset. `make example` runs the short handover of README's example.
 UPGRADES ?= 20
-demo: all
+demo: all deps
 	@$(LUA_ENV) UPGRADES=$(UPGRADES) $(LUA) examples/upgrade_demo.lua
 
 # Issue-sized endurance: 1000 upgrades back to back under load (UPGRADES=,
 # MAX_SECONDS= bound it); descriptors and memory must stay flat.
-soak: all
+soak: all deps
 	@$(LUA_ENV) SOAK=1 UPGRADES=$(if $(filter command line environment,$(origin UPGRADES)),$(UPGRADES),1000) \
 	  $(LUA) examples/upgrade_demo.lua
 
-example: all
+example: all deps
 	@$(LUA_ENV) $(LUA) examples/handover.lua
 
 # ---- fuzzing: `make fuzz [FUZZ_SECONDS=60] [FUZZ_TARGETS=...]` builds the
@@ -208,7 +277,7 @@ VALGRIND_SKIP  ?= spawn_missing_program raw_rlimit_ctrunc raw_rlimit_ctrunc_stre
   test_old_side_at_its_descriptor_limit_fails_in_spawn_and_keeps_everything \
   test_a_state_larger_than_the_socket_buffer_goes_through_without_blocking
 .PHONY: valgrind
-valgrind: all
+valgrind: all deps
 	@tools/deps.sh $(LUA_VERSION) valgrind
 	@start=$$(date +%s); $(LUA_ENV) FDPASS_WRAP="$(VALGRIND) $(VALGRIND_FLAGS)" \
 	  FDPASS_SKIP="$(strip $(VALGRIND_SKIP))" \
@@ -218,17 +287,22 @@ valgrind: all
 
 # make bench: the floor (plain C sendmsg/recvmsg), the C API, the Lua module
 # and, where installed, Python's send_fds and cqueues on the same work;
-# prints one table, writes bench/RESULTS.md and bench/fds.svg. About a
-# minute; BENCH_RUNS and BENCH_SECS change it.
-CBENCH := $(BUILD)/bench/cbench
-$(CBENCH): bench/cbench.c src/lib/fdpass.h $(SHLIB)
-	@mkdir -p $(@D)
+# prints one table, writes RESULTS.md and fds.svg into BENCH_OUT
+# ($(BUILD)/bench: a checkout stays clean). `make bench-publish` writes
+# them into bench/, the committed results. About a minute; BENCH_RUNS and
+# BENCH_SECS change it.
+CBENCH    := $(BUILD)/bench/cbench
+BENCH_OUT ?= $(BUILD)/bench
+$(CBENCH): bench/cbench.c src/lib/fdpass.h $(SHLIB) | $(BUILD)/bench
 	$(CC) $(ALL_CFLAGS) -Isrc/lib $< -o $@ -L$(BUILD) -lfdpass -Wl,-rpath,$(abspath $(BUILD)) $(LDFLAGS_ALL)
 
-.PHONY: bench
-bench: all $(CBENCH)
+.PHONY: bench bench-publish
+bench: all deps $(CBENCH)
 	@bench/deps.sh
-	@$(LUA_ENV) FDPASS_CBENCH=$(CBENCH) $(LUA) bench/run.lua
+	@mkdir -p $(BENCH_OUT)
+	@$(LUA_ENV) FDPASS_CBENCH=$(CBENCH) BENCH_OUT=$(BENCH_OUT) $(LUA) bench/run.lua
+bench-publish:
+	@$(MAKE) --no-print-directory bench BENCH_OUT=bench
 
 # Issue 10's loop-gap harness: the worst gap of a serving loop under each
 # attack, measured inside it (ROUNDS=3; LOAD=1 adds keep-alive HTTP load).
@@ -256,11 +330,12 @@ lint-syntax: lint-deps
 	@lua5.1 tools/lint-syntax.lua $(LINT_LUA)
 lint-rockspec: lint-deps
 	luarocks lint rockspec/fdpass-scm-1.rockspec
+	@tools/version.sh check
 lint-c: lint-deps
 	cppcheck --enable=warning,portability --error-exitcode=1 -q -Isrc/lib -Isrc/lua src spec/c bench/cbench.c
 lint-install: lint-deps
 	@tools/install-parity.sh
-doc:
+doc: deps
 	@tools/deps.sh $(LUA_VERSION) lua-ldoc lua-markdown
 	ldoc --fatalwarnings .
 

@@ -1,10 +1,16 @@
 rockspec_format = "3.0"
 package = "fdpass"
 version = "scm-1"
+-- The development rock, built from the repository's head. From a checkout:
+-- luarocks make rockspec/fdpass-scm-1.rockspec (offline). A release's
+-- rockspec (fdpass-X.Y.Z-1.rockspec, `make dist`) is made from this one with
+-- the release's version and source.
 source = {
-  url = "git+file:///dev/null", -- built from a checkout: luarocks make rockspec/fdpass-scm-1.rockspec
+  url = "git+https://github.com/fdpass/fdpass.git",
+  branch = "main",
 }
 description = {
+  homepage = "https://github.com/fdpass/fdpass",
   summary = "Pass open file descriptors between processes over Unix sockets",
   detailed = [[
     SCM_RIGHTS over AF_UNIX with framing, timeouts, peer credentials and

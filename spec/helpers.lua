@@ -3,6 +3,7 @@
 -- mapped into them.
 local lu = require "luaunit"
 local fdpass = require "fdpass"
+local other_uid = require "other_uid"
 
 local H = {}
 H.lua = os.getenv("FDPASS_LUA") or "lua5.4"
@@ -151,7 +152,7 @@ function H.child(code, fds, args, opts)
   local prelude = "fdpass = require 'fdpass'; arg = arg or { " .. table.concat(literal, ", ") .. " }\n"
   local argv = { H.lua, "-e", prelude .. code, "/dev/null" }
   for _, a in ipairs(args or {}) do argv[#argv + 1] = a end
-  if opts and opts.prefix then -- e.g. { "setpriv", "--reuid=nobody", ... }
+  if opts and opts.prefix then -- e.g. H.as_nobody()
     for i = #opts.prefix, 1, -1 do table.insert(argv, 1, opts.prefix[i]) end
   end
   return assert(fdpass.spawn(argv, { fds = fds }))
@@ -199,8 +200,19 @@ function H.close_all(list)
   for _, f in ipairs(list) do f:close() end
 end
 
+--- The argv prefix (for H.child's opts.prefix) that runs a child as
+-- nobody from a copy of the modules nobody can read, wherever the checkout
+-- is (spec/other_uid.lua); when that cannot be (not root), skips the test.
+function H.as_nobody()
+  local prefix, why = other_uid.prefix()
+  if not prefix then H.skip(why) end
+  return prefix
+end
+
 function H.run()
-  os.exit(lu.LuaUnit.run("-o", "tap", unpack(arg or {})))
+  local status = lu.LuaUnit.run("-o", "tap", unpack(arg or {}))
+  other_uid.cleanup()
+  os.exit(status)
 end
 
 -- ---- framed/raw/hostile specs ------------------------------------------

@@ -1,5 +1,7 @@
 -- Runs every spec (spec/*_spec.lua with luaunit, and the C tests) each in a
--- process of its own, and ends with the line "N passed, N failed".
+-- process of its own, and ends with the line "N passed, N failed". A skipped
+-- test counts in neither: the line before says "N skipped", after the
+-- reasons ("SKIPPED file: why").
 -- Environment (set by the Makefile): FDPASS_LUA, FDPASS_CTESTS,
 -- FDPASS_CTEST_ENV; SPEC=name runs only the specs whose file name has it;
 -- FDPASS_WRAP prefixes every spec's command (make valgrind).
@@ -24,6 +26,7 @@ end
 
 local totals = { passed = 0, failed = 0, skipped = 0 }
 local failures = {}
+local skips, skip_order = {}, {} -- "file: why" -> count, in order of first sight
 
 local function run(file)
   local cmd
@@ -51,6 +54,9 @@ local function run(file)
     if n then planned = tonumber(n) end
     if line:match("^ok%s+%d+%s+# SKIP") then
       seen, skipped = seen + 1, skipped + 1
+      local key = file .. ": " .. (line:match("# SKIP%s*(.-)%s*$") or "")
+      if not skips[key] then skip_order[#skip_order + 1] = key end
+      skips[key] = (skips[key] or 0) + 1
     elseif line:match("^ok%s") then
       seen, passed = seen + 1, passed + 1
     elseif line:match("^not ok%s") then
@@ -90,7 +96,12 @@ for _, f in ipairs(failures) do
   print(("\nFAILED %s: %s"):format(f.file, f.name))
   for _, l in ipairs(f.lines) do print("  " .. l) end
 end
-local summary = string.format("%d passed, %d failed", totals.passed, totals.failed)
-if totals.skipped > 0 then summary = summary .. string.format(", %d skipped", totals.skipped) end
-print(summary)
+if totals.skipped > 0 then
+  print("")
+  for _, k in ipairs(skip_order) do
+    print(("SKIPPED %s%s"):format(k, skips[k] > 1 and (" (" .. skips[k] .. " tests)") or ""))
+  end
+  print(("%d skipped"):format(totals.skipped))
+end
+print(string.format("%d passed, %d failed", totals.passed, totals.failed))
 os.exit(totals.failed == 0 and totals.passed > 0 and 0 or 1)

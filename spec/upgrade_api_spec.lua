@@ -126,6 +126,34 @@ T.test_one_descriptor_for_the_whole_life_and_no_busy_loop = function()
   l:close()
 end
 
+-- cqueues takes the upgrader as a pollable as it is (pollfd, events,
+-- timeout): an upgrade runs to its end inside a cqueue, the loop never
+-- blocked by it, and the descriptor is the same afterwards.
+T.test_cqueues_polls_the_upgrader_as_it_is = function()
+  local ok, cqueues = pcall(require, "cqueues")
+  if not ok then H.skip("cqueues is not installed for this Lua") end
+  local up = upgrade.new { argv = { H.lua, "-e", "io.stderr:write('bye\\n') os.exit(7)" }, timeouts = timeouts() }
+  local fd = up:pollfd()
+  local cq = cqueues.new()
+  local ev, err, ticks = nil, nil, 0
+  cq:wrap(function()
+    assert(up:upgrade())
+    repeat
+      ev, err = up:step()
+      if not ev then cqueues.poll(up) end
+    until ev
+  end)
+  cq:wrap(function() -- another task of the same loop keeps running
+    while not ev do ticks = ticks + 1; cqueues.sleep(0.01) end
+  end)
+  assert(cq:loop(20))
+  lu.assertEquals(ev, "failed")
+  lu.assertStrMatches(tostring(err), "new copy %d+ exited 7 before HELLO: bye")
+  lu.assertTrue(ticks > 0, "the other task never ran")
+  lu.assertEquals(up:pollfd(), fd)
+  up:close()
+end
+
 T.test_descriptors_sent_with_hello_are_closed_at_once = function()
   local up = upgrade.new { argv = { H.lua, "-e", [[
     local fdpass = require "fdpass"

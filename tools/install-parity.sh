@@ -8,6 +8,8 @@
 # leaves in src/ never land in the checkout (or in someone's build).
 # Usage: tools/install-parity.sh [LUA_VERSION: 5.1, 5.3, 5.4 (default) or jit]
 # (KEEP=1 leaves the temporary directory with both installs and logs.)
+# A module file lua/a/b.lua (or lua/a/b/init.lua) is module a.b: the rockspec
+# needs the line ["a.b"] = "lua/a/b.lua", which this prints when it is missing.
 set -eu
 v=${1:-5.4}
 abi=$v lua=lua$v
@@ -18,9 +20,32 @@ tmp=$(mktemp -d)
 [ -z "${KEEP:-}" ] || echo "install-parity: working in $tmp"
 trap '[ -n "${KEEP:-}" ] || rm -rf "$tmp"' EXIT INT TERM
 
+# First, without building anything: every Lua file under lua/ (any depth)
+# must be a module of the rockspec's build.modules (LuaRocks needs the list
+# written out), and every Lua entry there a file. Says the exact lines.
+(cd "$root/lua" && find . -type f -name '*.lua' | sed 's|^\./||') | while read -r f; do
+  m=$(echo "$f" | sed -e 's|/init\.lua$||' -e 's|\.lua$||' | tr / .)
+  echo "$m lua/$f"
+done | sort > "$tmp/tree-modules"
+sed -n 's/^ *\[\{0,1\}"\{0,1\}\([A-Za-z0-9_.]*\)"\{0,1\}\]\{0,1\} = "\(lua\/[^"]*\)".*/\1 \2/p' \
+  "$root/$rockspec" | sort > "$tmp/rock-modules"
+if ! cmp -s "$tmp/tree-modules" "$tmp/rock-modules"; then
+  missing=$(comm -23 "$tmp/tree-modules" "$tmp/rock-modules")
+  extra=$(comm -13 "$tmp/tree-modules" "$tmp/rock-modules")
+  if [ -n "$missing" ]; then
+    echo "install-parity: lua/ has modules that $rockspec does not list; add to its build.modules:" >&2
+    echo "$missing" | while read -r m f; do echo "    [\"$m\"] = \"$f\"," >&2; done
+  fi
+  if [ -n "$extra" ]; then
+    echo "install-parity: $rockspec lists modules with no such file under lua/; remove:" >&2
+    echo "$extra" | while read -r m f; do echo "    [\"$m\"] = \"$f\"," >&2; done
+  fi
+  exit 1
+fi
+
 mkdir "$tmp/src"
 tar -C "$root" --exclude=./.git --exclude='./build*' --exclude=./lua_modules \
-  --exclude=./luarocks --exclude=./fdpass -cf - . | tar -C "$tmp/src" -xf -
+  --exclude=./luarocks --exclude=./fdpass --exclude=./dist -cf - . | tar -C "$tmp/src" -xf -
 
 # What the rock compiles into fdpass.core, against what the Makefile does.
 grep -o '"src/[^"]*\.c"' "$root/$rockspec" | tr -d '"' | sort > "$tmp/rock-sources"
@@ -67,7 +92,7 @@ fi
 # Every module of the rock loads from the rock alone (a C source missing
 # from the rockspec shows as an undefined symbol here).
 mods=$(sed -n -e 's|^lua \(.*\)\.lua$|\1|p' -e 's|^c \(.*\)\.so$|\1|p' "$tmp/rock-files" | tr / .)
-sfx=$(echo "$abi" | tr . _) lpath="$tmp/rock/share/lua/$abi/?.lua" cpath="$tmp/rock/lib/lua/$abi/?.so"
+sfx=$(echo "$abi" | tr . _) lpath="$tmp/rock/share/lua/$abi/?.lua;$tmp/rock/share/lua/$abi/?/init.lua" cpath="$tmp/rock/lib/lua/$abi/?.so"
 if ! (cd / && env "LUA_PATH_$sfx=$lpath" "LUA_CPATH_$sfx=$cpath" LUA_PATH="$lpath" LUA_CPATH="$cpath" \
        FDPASS_MODULES="$mods" "$lua" -e 'for m in os.getenv("FDPASS_MODULES"):gmatch("%S+") do require(m) end') \
      2> "$tmp/load.err"; then

@@ -469,15 +469,14 @@ static void sockets_connect_backlog_timeout(void)
     CHECK(c >= 0);
 }
 
-/* SO_PEERCRED across fork: the child (as another user when we are root)
- * connects; each side sees the other's pid, uid and gid. */
-static void sockets_peercred_fork(void)
+/* SO_PEERCRED across fork: the child (as nobody when as_other) connects;
+ * each side sees the other's pid, uid and gid. */
+static void peercred_from_child(int as_other)
 {
     char name[96];
-    abstract_of(name, sizeof name, "cred");
+    abstract_of(name, sizeof name, as_other ? "cred-other" : "cred");
     int l = fdpass_listen(name, SOCK_STREAM, 4, 0);
     CHECK(l >= 0);
-    int as_other = geteuid() == 0;
     uid_t want_uid = as_other ? 65534 : getuid();
     gid_t want_gid = as_other ? 65534 : getgid();
     pid_t parent = getpid();
@@ -520,7 +519,25 @@ static void sockets_peercred_fork(void)
     CHECK_EQ(u, want_uid);
     CHECK_EQ(g, want_gid);
     CHECK_EQ(code, 0);
+}
+
+/* A child of another uid: only root can make one. */
+static void sockets_peercred_other_uid(void)
+{
+    if (geteuid() != 0)
+        SKIP("needs root to run a peer as nobody");
+    peercred_from_child(1);
+}
+
+static void sockets_peercred_fork(void)
+{
+    peercred_from_child(0);
+    if (ctest_case_failed)
+        return;
     /* a socketpair: ourselves; NULL outputs are allowed */
+    pid_t p = 0;
+    uid_t u = 1;
+    gid_t g = 1;
     int sv[2];
     CHECK_EQ(fdpass_socketpair(SOCK_SEQPACKET, sv), 0);
     CHECK_EQ(fdpass_peercred(sv[0], &p, NULL, NULL), 0);
@@ -943,6 +960,7 @@ int main(void)
     RUN(sockets_connect_errors);
     RUN(sockets_connect_backlog_timeout);
     RUN(sockets_peercred_fork);
+    RUN(sockets_peercred_other_uid);
     RUN(fdinfo_regular_file);
     RUN(fdinfo_pipe);
     RUN(fdinfo_unix_sockets);

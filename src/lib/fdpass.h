@@ -24,6 +24,12 @@
 extern "C" {
 #endif
 
+/* The release, as in the VERSION file at the top of the source tree (the one
+ * place it is written: `tools/version.sh set X.Y.Z` rewrites these lines, and
+ * the build and spec/version_spec.lua fail when they disagree with it). */
+#define FDPASS_VERSION_MAJOR 0
+#define FDPASS_VERSION_MINOR 1
+#define FDPASS_VERSION_PATCH 0
 #define FDPASS_VERSION "0.1.0"
 
 #if defined(FDPASS_BUILD) && defined(__GNUC__)
