@@ -5,6 +5,7 @@
 -- process the attack started, on every path; returns the report.
 local fdpass = require "fdpass"
 local fos = require "fdpass.os"
+local other_uid = require "other_uid"
 
 local A = {}
 A.lua = os.getenv("FDPASS_LUA") or "lua5.4"
@@ -68,20 +69,22 @@ local function pin(argv)
   return out
 end
 
--- A copy of what a stranger running as nobody needs (our Lua modules and
--- the binding) in a 0755 directory of its own: the tree it is run from
--- may not be readable by nobody.
-local function stranger_tree()
-  local dir = os.tmpname()
-  os.remove(dir)
-  local cpath = os.getenv("LUA_CPATH") or ""
-  local so = cpath:match("([^;]*)/%?%.so")
-  assert(so, "LUA_CPATH names no directory of fdpass/core.so")
-  local cmd = ("mkdir -p %s/fdpass && cp -r %s/lua/. %s/ && cp %s/fdpass/core.so %s/fdpass/ && " ..
-    "cp %s/spec/attack/stranger.lua %s/spec/attack/control_client.lua %s/ && chmod -R a+rX %s && chmod 755 %s")
-    :format(dir, ROOT, dir, so, dir, ROOT, ROOT, dir, dir, dir)
-  assert(sh_ok(cmd), "cannot copy the stranger's files: " .. cmd)
-  return dir
+-- A script of spec/attack run as nobody: other_uid's prefix (setpriv, a
+-- 0755 copy of the modules), the script's source passed with -e (the
+-- checkout may not be readable by nobody) after its `arg`.
+local function as_nobody(script, args)
+  local prefix = assert(other_uid.prefix())
+  local f = assert(io.open(ROOT .. "/spec/attack/" .. script))
+  local source = f:read("*a")
+  f:close()
+  local literal = { ("[0] = %q"):format(script) }
+  for _, a in ipairs(args) do literal[#literal + 1] = ("%q"):format(a) end
+  local argv = {}
+  for _, p in ipairs(prefix) do argv[#argv + 1] = p end
+  argv[#argv + 1] = A.lua
+  argv[#argv + 1] = "-e"
+  argv[#argv + 1] = "arg = { " .. table.concat(literal, ", ") .. " }\n" .. source
+  return argv
 end
 
 --- Runs one attack. `t`: `mode` (newcopy.lua's), `seconds` (how long the
@@ -105,22 +108,19 @@ function A.run(t)
   local env = { ATTACK_PIDFILE = pidfile, ATTACK_WRITERS = tostring(t.writers or 3) }
   for k, v in pairs(t.env or {}) do env[k] = v end
   local server = assert(fdpass.spawn(argv, { setenv = env }))
-  local strangers, tree = {}, nil
+  local strangers = {}
   -- Strangers and control clients run on any CPU: the attacker's
   -- processes are not confined with the server.
   local function attacker(script_args, nobody)
     local argv2
     if nobody then
-      tree = tree or stranger_tree()
-      argv2 = { "setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "env",
-        "LUA_PATH=" .. tree .. "/?.lua;;", "LUA_CPATH=" .. tree .. "/?.so;;",
-        "LUA_PATH_5_4=" .. tree .. "/?.lua;;", "LUA_CPATH_5_4=" .. tree .. "/?.so;;",
-        "LUA_PATH_5_3=" .. tree .. "/?.lua;;", "LUA_CPATH_5_3=" .. tree .. "/?.so;;",
-        A.lua, tree .. "/" .. script_args[1] }
+      local args = {}
+      for i = 2, #script_args do args[#args + 1] = script_args[i] end
+      argv2 = as_nobody(script_args[1], args)
     else
       argv2 = { A.lua, ROOT .. "/spec/attack/" .. script_args[1] }
+      for i = 2, #script_args do argv2[#argv2 + 1] = script_args[i] end
     end
-    for i = 2, #script_args do argv2[#argv2 + 1] = script_args[i] end
     local r, w = assert(fos.pipe())
     strangers[#strangers + 1] = { proc = assert(fdpass.spawn(argv2, { fds = { [1] = w },
       setenv = { ATTACK_PIDFILE = pidfile } })), out = r }
@@ -148,7 +148,7 @@ function A.run(t)
     connects = connects + (n or 0)
   end
   kill_listed(pidfile)
-  if tree then sh_ok("rm -rf " .. tree) end
+  other_uid.cleanup() -- the copy of the modules for nobody, if one was made
   local report = read_report(out) or {}
   os.remove(pidfile); os.remove(out); os.remove(log)
   assert(ok, err)
@@ -176,8 +176,8 @@ end
 --- A one-line summary of a report, for failure messages and the bench.
 function A.summary(r)
   return ("result=%s gap=%sms step=%sms over50=%s cpu=%ss logs=%s fds %s/%s/%s exit=%s reason=%s"):format(
-    tostring(r.result), tostring(r.max_gap_ms), tostring(r.max_step_ms), tostring(r.gaps_over_50ms), tostring(r.cpu_upgrade_s),
-    tostring(r.logs), tostring(r.fd_base), tostring(r.fd_after), tostring(r.fd_end), tostring(r.exit),
+    tostring(r.result), tostring(r.max_gap_ms), tostring(r.max_step_ms), tostring(r.gaps_over_50ms),
+    tostring(r.cpu_upgrade_s), tostring(r.logs), tostring(r.fd_base), tostring(r.fd_after), tostring(r.fd_end), tostring(r.exit),
     tostring(r.reason))
 end
 
