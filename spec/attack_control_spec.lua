@@ -15,23 +15,12 @@ local MAX_GAP_MS = 250
 local MAX_HELD = 64 + 16 -- waiting clients at once + one step's accepts
 local T = {}
 
-local dir
-local function private_dir()
-  dir = os.tmpname()
-  os.remove(dir)
-  assert(H.execute("mkdir -p " .. dir .. " && chmod 755 " .. dir))
-  return dir
-end
-local function cleanup()
-  if dir then H.execute("rm -rf " .. dir) end
-  dir = nil
-end
-
 local function attack(client, gc)
-  local addr = client.addr or (private_dir() .. "/control")
+  local dir = not client.addr and A.tmpdir()
+  local addr = client.addr or (dir .. "/control")
   local ok, r = pcall(A.best_of, { mode = "sleep", seconds = 1, window = 2,
     server = { control = addr, trigger = "none", gc = gc }, clients = { client } }, MAX_GAP_MS)
-  cleanup()
+  A.rmdir(dir or nil)
   assert(ok, r)
   lu.assertEquals(r.exit, "exit:0", A.summary(r))
   lu.assertTrue(r.max_gap_ms < MAX_GAP_MS, ("%s: the serving loop stalled %.1f ms: %s")

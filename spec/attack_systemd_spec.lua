@@ -17,13 +17,11 @@ local T = {}
 
 local dir
 local function tmpdir()
-  dir = os.tmpname()
-  os.remove(dir)
-  assert(H.execute("mkdir -p " .. dir))
+  dir = A.tmpdir()
   return dir
 end
 local function cleanup()
-  if dir then H.execute("rm -rf " .. dir) end
+  A.rmdir(dir)
   dir = nil
 end
 

@@ -13,11 +13,7 @@
 local fos = require "fdpass.os"
 local upgrade = require "fdpass.upgrade"
 
-do -- listed for the harness, which kills what it started on every path
-  local list = os.getenv("ATTACK_PIDFILE")
-  local f = list and io.open(list, "a")
-  if f then f:write(fos.getpid(), "\n"); f:close() end
-end
+require "attack.pids"(fos.getpid())
 -- APP_COPY_QUIET: report nothing (when its stdout is someone else's)
 local out = os.getenv("APP_COPY_QUIET") and assert(io.open("/dev/null", "w")) or io.stdout
 out:write(("pid %d\n"):format(fos.getpid()))

@@ -157,6 +157,19 @@ function A.run(t)
   return report
 end
 
+--- A new empty directory (0755: open to all, so that only what is in it
+-- guards its contents), and its removal.
+function A.tmpdir()
+  local dir = os.tmpname()
+  os.remove(dir)
+  assert(sh_ok("mkdir -p " .. dir .. " && chmod 755 " .. dir), "cannot make " .. dir)
+  return dir
+end
+
+function A.rmdir(dir)
+  if dir then sh_ok("rm -rf '" .. dir .. "'") end
+end
+
 --- Runs attack `t` until one run's worst gap is under `bound_ms`, at most
 -- `tries` (3) runs: on a machine shared with other work a burst of load
 -- can only lengthen a gap, never shorten one, so one run under the bound

@@ -28,11 +28,8 @@ local codec = require "fdpass.codec"
 local loop = require "fdpass.loop"
 
 local mode, seconds, n = arg[1], tonumber(arg[2] or 2), tonumber(arg[3] or 16)
-local pidfile = os.getenv("ATTACK_PIDFILE")
-if pidfile then
-  local f = io.open(pidfile, "a")
-  if f then f:write(fos.getpid(), "\n"); f:close() end
-end
+local O = require "attack.oldside"
+require "attack.pids"(fos.getpid())
 local now = fos.monotonic
 local stop_at = now() + seconds
 
@@ -47,28 +44,16 @@ local function hello(ch, fds)
     token = os.getenv("FDPASS_UPGRADE_TOKEN") }, fds, 5)
 end
 
-local function recv(ch, timeout)
-  local data, fds, code = ch:recv(timeout or 5)
-  if not data then return nil, fds, code end
-  return codec.decode(data), fds
-end
 
 -- WELCOME, FDS and STATE, closing what they carry (stderr among it).
 local function take_handover(ch)
   for _, want in ipairs { "WELCOME", "FDS", "STATE" } do
-    local m, fds = recv(ch)
+    local m, fds = O.recv(ch)
     assert(type(m) == "table" and m.t == want, "expected " .. want)
     fdpass.close_all(fds)
   end
 end
 
-local function devnulls(count)
-  local base = assert(io.open("/dev/null"))
-  local fds = {}
-  for i = 1, count do fds[i] = fdpass.dup(base) end
-  base:close()
-  return fds
-end
 
 -- Junk: well-formed messages of a type no version speaks, as fast as the
 -- channel takes them, until stop_at.
@@ -171,24 +156,24 @@ elseif mode == "flood_ready" then
   linger(ch)
 elseif mode == "hello_fds" then
   local ch = channel()
-  assert(hello(ch, devnulls(n)))
+  assert(hello(ch, O.extras(n)))
   os.exit(1)
 elseif mode == "nak_fds" then
   local ch = channel()
   assert(hello(ch))
   take_handover(ch)
-  assert(ch:send(codec.encode { t = "NAK", reason = "nak with descriptors" }, devnulls(n), 5))
+  assert(ch:send(codec.encode { t = "NAK", reason = "nak with descriptors" }, O.extras(n), 5))
   linger(ch)
   os.exit(1)
 elseif mode == "ready_fds" then
   local ch = channel()
   assert(hello(ch))
   take_handover(ch)
-  assert(ch:send(codec.encode { t = "READY", claimed = { "http" }, unclaimed = {} }, devnulls(n), 5))
-  local m, fds = recv(ch)
+  assert(ch:send(codec.encode { t = "READY", claimed = { "http" }, unclaimed = {} }, O.extras(n), 5))
+  local m, fds = O.recv(ch)
   assert(type(m) == "table" and m.t == "COMMIT", "expected COMMIT")
   fdpass.close_all(fds)
-  assert(ch:send(codec.encode { t = "COMMITTED", pid = fos.getpid() }, devnulls(n), 5))
+  assert(ch:send(codec.encode { t = "COMMITTED", pid = fos.getpid() }, O.extras(n), 5))
   linger(ch)
 else
   error("unknown mode " .. tostring(mode))
