@@ -132,7 +132,9 @@ elseif mode == "flood_big" then
   linger(ch)
 elseif mode == "stderr" or mode == "stderr_helper" then
   if mode == "stderr" then start_helpers("stderr_helper") end
-  local chunk = ("e"):rep(65536)
+  -- ATTACK_CHUNK: bytes a write (default 65536); small writes from several
+  -- writers keep the pipe from ever being empty for long
+  local chunk = ("e"):rep(tonumber(os.getenv("ATTACK_CHUNK") or "65536"))
   local err = fdpass.fd(2)
   while now() < stop_at do
     local w, _, code = err:write(chunk)
