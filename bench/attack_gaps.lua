@@ -34,7 +34,9 @@ local ATTACKS = {
   -- which the old side refuses at once), on another CPU than the server
   { "junk 1 MiB messages, costly to decode", { copy = other_cpu { A.lua, "spec/attack/newcopy.lua",
     "flood_big", "2" }, mode = "flood_big", writers = 1, window = 4 } },
-  { "stream on stderr", { mode = "stderr", seconds = 2, window = 4 } },
+  { "stream on stderr (6 writers, 16 KiB writes, other CPU)", { copy = other_cpu { A.lua,
+    "spec/attack/newcopy.lua", "stderr", "2" }, mode = "stderr", writers = 6, window = 4,
+    env = { ATTACK_CHUNK = "16384" } } },
   { "closed stderr, hang (CPU share)", { mode = "hang_closed_stderr", seconds = 6, window = 5 } },
   { "2 strangers as nobody on the rendezvous", { mode = "sleep", seconds = 6, window = 4, strangers = 2,
     server = { rendezvous = 1 }, root = true } },
