@@ -330,6 +330,12 @@ bench-publish:
 	cp $(BENCH_OUT)/RESULTS.md bench/RESULTS.md
 	@if [ -f $(BENCH_OUT)/fds.svg ]; then cp $(BENCH_OUT)/fds.svg bench/fds.svg; fi
 
+# Issue 10's loop-gap harness: the worst gap of a serving loop under each
+# attack, measured inside it (ROUNDS=3; LOAD=1 adds keep-alive HTTP load).
+.PHONY: bench-attack
+bench-attack: all
+	@$(LUA_ENV) LOAD=$(LOAD) $(LUA) bench/attack_gaps.lua $(or $(ROUNDS),3)
+
 # ---- lint and doc. `make lint` (`make -k lint` to see every failure):
 # luacheck over every Lua file (.luacheckrc: std "min", what 5.1, 5.3,
 # 5.4 and LuaJIT all define), luac5.1 over the same files (syntax only
