@@ -1,16 +1,19 @@
 /* The C side of `make bench`: the floor (plain sendmsg/recvmsg with
  * SCM_RIGHTS, nothing else) and libfdpass's C API, on the same work.
  *
- * usage: cbench CONTENDER WORKLOAD SECONDS
- *   CONTENDER  floor | raw (fdpass_sendmsg/recvmsg) | framed (fdpass_send/recv)
+ * usage: cbench CONTENDER WORKLOAD SECONDS|=COUNT
+ *   CONTENDER  floor | raw (fdpass_sendmsg/recvmsg) | framed (fdpass_chan_send/recv)
  *   WORKLOAD   1 | 253 | 5000 | 64k
  * prints "messages descriptors seconds" (CPU seconds) on one line.
+ * "=COUNT" runs exactly COUNT iterations and no warm-up: what callgrind
+ * counts (bench/run.lua subtracts a run of COUNT from one of 2*COUNT, so
+ * that startup cancels).
  *
  * Every contender runs the same loop in one process over a SOCK_SEQPACKET
  * socketpair: send one message, receive it, close every descriptor that
  * arrived. The descriptors sent are copies of one /dev/null descriptor.
  * "5000" is one message of 5000 descriptors: framed, that is one
- * fdpass_send; raw and floor, 20 sendmsg of at most 253 (all sent, then all
+ * fdpass_chan_send; raw and floor, 20 sendmsg of at most 253 (all sent, then all
  * received). "64k" is one message of 65536 bytes and no descriptor. */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -145,12 +148,12 @@ static size_t iter_framed(int a, int b, size_t nfds, size_t len)
 {
     (void)a; (void)b;
     fdpass_msg m;
-    int r = fdpass_send(ca, sbuf, len, sfds, nfds, -1);
+    int r = fdpass_chan_send(ca, sbuf, len, sfds, nfds, -1);
     if (r < 0)
-        die("fdpass_send", r);
-    r = fdpass_recv(cb, &m, -1);
+        die("fdpass_chan_send", r);
+    r = fdpass_chan_recv(cb, &m, -1);
     if (r < 0)
-        die("fdpass_recv", r);
+        die("fdpass_chan_recv", r);
     for (size_t i = 0; i < m.nfds; i++)
         close(m.fds[i]);
     return m.nfds;
@@ -159,7 +162,7 @@ static size_t iter_framed(int a, int b, size_t nfds, size_t len)
 int main(int argc, char **argv)
 {
     if (argc != 4) {
-        fprintf(stderr, "usage: cbench floor|raw|framed 1|253|5000|64k SECONDS\n");
+        fprintf(stderr, "usage: cbench floor|raw|framed 1|253|5000|64k SECONDS|=COUNT\n");
         return 2;
     }
     size_t (*iter)(int, int, size_t, size_t) =
@@ -167,7 +170,8 @@ int main(int argc, char **argv)
         !strcmp(argv[1], "framed") ? iter_framed : NULL;
     size_t nfds = !strcmp(argv[2], "64k") ? 0 : strtoul(argv[2], NULL, 10);
     size_t len = nfds ? 1 : PAYLOAD;
-    double secs = atof(argv[3]);
+    long count = argv[3][0] == '=' ? atol(argv[3] + 1) : 0;
+    double secs = count ? 1 : atof(argv[3]);
     if (!iter || (nfds == 0 && strcmp(argv[2], "64k")) || nfds > 5000 || secs <= 0) {
         fprintf(stderr, "cbench: bad arguments\n");
         return 2;
@@ -189,6 +193,14 @@ int main(int argc, char **argv)
     fdpass_limits lim = { 1u << 20, 5000 };
     fdpass_chan_limits(cb, NULL, &lim);
 
+    if (count) {
+        size_t fds = 0;
+        double start = now();
+        for (long i = 0; i < count; i++)
+            fds += iter(sv[0], sv[1], nfds, len);
+        printf("%ld %zu %.6f\n", count, fds, now() - start);
+        return 0;
+    }
     /* Batches of about a millisecond between clock reads. */
     size_t batch = nfds == 5000 ? 1 : nfds >= MAXF ? 8 : nfds ? 128 : 64;
     double t0 = now(), warm = t0 + 0.05;

@@ -1,6 +1,6 @@
 -- The cqueues peer of `make bench` (Debian's lua-cqueues): sock:sendfd /
 -- sock:recvfd doing the floor's work, as a cqueues user would.
--- usage: lua5.4 bench/cqbench.lua 1|253|5000|64k SECONDS
+-- usage: lua5.4 bench/cqbench.lua 1|253|5000|64k SECONDS|=COUNT
 -- prints "messages descriptors seconds".
 --
 -- cqueues carries exactly one descriptor per message, so N descriptors are
@@ -11,6 +11,8 @@
 local socket = require "cqueues.socket"
 
 local work, secs = arg[1], tonumber(arg[2])
+local count = tonumber((arg[2] or ""):match("^=(%d+)$")) -- exact iterations, no warm-up (callgrind)
+secs = secs or count
 local nfds = work == "64k" and 0 or tonumber(work)
 assert(nfds and secs, "usage: cqbench.lua 1|253|5000|64k SECONDS")
 
@@ -36,6 +38,12 @@ else
   end
 end
 
+if count then
+  local fds, start = 0, os.clock()
+  for _ = 1, count do fds = fds + iter() end
+  print(("%d %d %.6f"):format(count, fds, os.clock() - start))
+  os.exit(0)
+end
 local batch = nfds == 5000 and 1 or nfds >= 253 and 8 or nfds > 0 and 128 or 64
 local now = os.clock -- CPU time of the process (user + system), as in cbench.c
 local warm = now() + 0.05

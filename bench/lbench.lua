@@ -1,5 +1,5 @@
 -- The Lua side of `make bench`: the fdpass module doing the floor's work.
--- usage: lua5.4 bench/lbench.lua framed|raw|set 1|253|5000|64k SECONDS
+-- usage: lua5.4 bench/lbench.lua framed|raw|set 1|253|5000|64k SECONDS|=COUNT
 -- prints "messages descriptors seconds".
 --
 -- One process, one seqpacket socketpair: send a message, receive it, close
@@ -12,10 +12,13 @@
 local fdpass = require "fdpass"
 
 local mode, work, secs = arg[1], arg[2], tonumber(arg[3])
+local count = tonumber((arg[3] or ""):match("^=(%d+)$")) -- exact iterations, no warm-up (callgrind)
+secs = secs or count
 local nfds = work == "64k" and 0 or tonumber(work)
 assert((mode == "framed" or mode == "raw" or mode == "set") and nfds and secs,
   "usage: lbench.lua framed|raw|set 1|253|5000|64k SECONDS")
-fdpass.nofile(select(2, fdpass.nofile()))
+local fos = require "fdpass.os"
+fos.nofile(select(2, fos.nofile()))
 
 local null
 do
@@ -70,6 +73,12 @@ else
   end
 end
 
+if count then
+  local fds, start = 0, os.clock()
+  for _ = 1, count do fds = fds + iter() end
+  print(("%d %d %.6f"):format(count, fds, os.clock() - start))
+  os.exit(0)
+end
 local batch = nfds == 5000 and 1 or nfds >= MAXF and 8 or nfds > 0 and 128 or 64
 local now = os.clock -- CPU time of the process (user + system), as in cbench.c
 local warm = now() + 0.05

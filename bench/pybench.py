@@ -1,5 +1,5 @@
 """The Python peer of `make bench`: socket.send_fds / socket.recv_fds (3.9+)
-doing the floor's work. usage: python3 bench/pybench.py 1|253|5000|64k SECONDS
+doing the floor's work. usage: python3 bench/pybench.py 1|253|5000|64k SECONDS|=COUNT
 prints "messages descriptors seconds".
 
 One process, one seqpacket socketpair: send, receive, os.close() every
@@ -15,7 +15,9 @@ MAXF = 253
 
 
 def main():
-    work, secs = sys.argv[1], float(sys.argv[2])
+    work = sys.argv[1]
+    count = int(sys.argv[2][1:]) if sys.argv[2].startswith("=") else 0
+    secs = 0 if count else float(sys.argv[2])
     nfds = 0 if work == "64k" else int(work)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -46,6 +48,12 @@ def main():
                 n += len(fds)
             return n
 
+    if count:  # exact iterations, no warm-up (callgrind)
+        fds, start = 0, time.process_time()
+        for _ in range(count):
+            fds += it()
+        print("%d %d %.6f" % (count, fds, time.process_time() - start))
+        return
     batch = 1 if nfds == 5000 else 8 if nfds >= MAXF else 128 if nfds else 64
     now = time.process_time  # CPU time (user + system), as in cbench.c
     warm = now() + 0.05

@@ -1,6 +1,6 @@
-/* libFuzzer target: hostile bytes and descriptors into fdpass_recv.
+/* libFuzzer target: hostile bytes and descriptors into fdpass_chan_recv.
  *
- * The input is written into one end of a socketpair and fdpass_recv reads
+ * The input is written into one end of a socketpair and fdpass_chan_recv reads
  * the other end until it reports an error or end of file. Layout:
  *
  *   byte 0, mode:  bit 0     SOCK_SEQPACKET (else SOCK_STREAM)
@@ -103,7 +103,7 @@ static void drain(receiver *r, int timeout_ms, size_t eof_budget)
     while (!r->done) {
         fdpass_msg m;
         memset(&m, 0, sizeof m);
-        int e = fdpass_recv(r->c, &m, timeout_ms);
+        int e = fdpass_chan_recv(r->c, &m, timeout_ms);
         if (e == 0) {
             take_message(r, &m);
             continue;
@@ -111,7 +111,7 @@ static void drain(receiver *r, int timeout_ms, size_t eof_budget)
         if (e == -EAGAIN && timeout_ms == 0)
             return;
         if (!expected_failure(e))
-            fuzz_fail("fdpass_recv returned %d (%s): %s", e, fdpass_errname(e),
+            fuzz_fail("fdpass_chan_recv returned %d (%s): %s", e, fdpass_errname(e),
                       fdpass_chan_detail(r->c) ? fdpass_chan_detail(r->c) : "");
         if (e == FDPASS_EOF) {
             /* An empty seqpacket record reads as end of file too: go on
@@ -209,9 +209,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     /* After a failure the channel stays broken; end of file stays. */
     fdpass_msg m;
-    e = fdpass_recv(r.c, &m, 0);
+    e = fdpass_chan_recv(r.c, &m, 0);
     if (r.last == FDPASS_EOF ? e != FDPASS_EOF : e != FDPASS_EBROKEN)
-        fuzz_fail("after %s, fdpass_recv returned %s", fdpass_errname(r.last), fdpass_errname(e));
+        fuzz_fail("after %s, fdpass_chan_recv returned %s", fdpass_errname(r.last), fdpass_errname(e));
 
     fdpass_chan_free(r.c);
     close(sv[1]);

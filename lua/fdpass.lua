@@ -6,10 +6,13 @@
 -- @module fdpass
 local core = require "fdpass.core"
 
-local fdpass = {}
--- Everything the core offers is fdpass's too; the entries below document
--- it, and wrap the calls whose options are easier to fill in from Lua.
-for k, v in pairs(core) do fdpass[k] = v end
+local fdpass = {
+  _VERSION = core._VERSION,
+  --- Descriptors one sendmsg may carry (the kernel's SCM_MAX_FD, 253).
+  MAX_FDS_PER_SENDMSG = core.MAX_FDS_PER_SENDMSG,
+  --- Payload bytes in one framed record.
+  RECORD_MAX = core.RECORD_MAX,
+}
 
 --- A connected pair of channels.
 -- @function socketpair
@@ -18,18 +21,22 @@ for k, v in pairs(core) do fdpass[k] = v end
 fdpass.socketpair = core.socketpair
 
 --- Listen on `addr`: "@name" for a Linux abstract name, anything else a path.
+-- @function listen
 -- @string addr
--- @tparam[opt] table|string opts a kind, or `{kind=, mode=0600, backlog=}`;
---   a path socket gets exactly `mode` whatever the umask
+-- @tparam[opt] table|string opts a kind, or `{kind=, mode=0600, backlog=}`
+--   (another key raises, naming it); a path socket gets exactly `mode`
+--   whatever the umask
 -- @return server
-function fdpass.listen(addr, opts)
-  if type(opts) == "string" then opts = { kind = opts } end
-  if opts ~= nil and type(opts) ~= "table" then
-    error("bad argument #2 to 'listen' (table or kind expected, got " .. type(opts) .. ")", 2)
-  end
-  opts = opts or {}
-  return core.listen(addr, opts.kind, opts.mode, opts.backlog)
-end
+fdpass.listen = core.listen
+
+--- Adopt a listening AF_UNIX socket this process was handed (an upgrade's
+-- new copy, socket activation) as a server.
+-- @function server
+-- @param x an fd object, which hands its descriptor over, or an integer,
+--   which is adopted; either is left as it was when it is refused
+-- @return server, or `nil, msg, code`: `ENOTSOCK`, `EAFNOSUPPORT` (not
+--   AF_UNIX), `EPROTOTYPE`, `EINVAL` (not listening)
+fdpass.server = core.server
 
 --- Connect to a server.
 -- @function connect
@@ -42,8 +49,8 @@ fdpass.connect = core.connect
 --- Wrap a connected socket as a channel.
 -- @function channel
 -- @param x an integer, which is adopted, or an fd object, which hands its
---   descriptor over
--- @return channel
+--   descriptor over; either is left as it was when it is refused
+-- @return channel, or `nil, msg, code` ("ENOTSOCK", ...)
 fdpass.channel = core.channel
 
 --- An fd object that owns descriptor `n` from now on.
@@ -58,18 +65,6 @@ fdpass.fd = core.fd
 -- @param x anything `send` accepts
 -- @return fd object
 fdpass.dup = core.dup
-
---- Makes descriptor `n` refer to `x`'s open file (not close-on-exec),
--- for example to put an inherited stderr back on 2.
--- @function dup2
--- @param x anything `send` accepts
--- @int n
-fdpass.dup2 = core.dup2
-
---- A pipe, both ends close-on-exec.
--- @function pipe
--- @return r, w: fd objects
-fdpass.pipe = core.pipe
 
 --- What a descriptor is, read without changing it.
 -- @function info
@@ -86,18 +81,8 @@ fdpass.info = core.info
 -- @treturn int how many it closed
 fdpass.close_all = core.close_all
 
---- How many descriptors this process holds.
--- @function fdcount
--- @treturn int
-fdpass.fdcount = core.fdcount
-
---- RLIMIT_NOFILE, the soft limit set first when `soft` is given.
--- @function nofile
--- @int[opt] soft
--- @return soft, hard
-fdpass.nofile = core.nofile
-
 --- Start a program without a shell.
+-- @function spawn
 -- @tparam table argv program and arguments; the program is looked up in PATH
 -- @tparam[opt] table opts `{fds = {[3] = ch, ...}, env = {NAME = "value"},
 --   setenv = {NAME = "value" or false}}`: `fds` maps descriptor numbers in
@@ -106,182 +91,9 @@ fdpass.nofile = core.nofile
 --   replaces the environment, `setenv` changes this one for the child.
 --   The child starts with no signal blocked.
 -- @return process with `pid()`, `wait([timeout])` -> "exit"|"signal", n,
---   and `kill([signal])`
-function fdpass.spawn(argv, opts)
-  opts = opts or {}
-  return core.spawn(argv, opts.fds, opts.env, opts.setenv)
-end
-
---- This process's pid.
--- @function getpid
--- @treturn int
-fdpass.getpid = core.getpid
-
---- Signals another process.
--- @function kill
--- @int pid
--- @param[opt="TERM"] signal a name ("KILL", "HUP", ...) or a number
-fdpass.kill = core.kill
-
---- An exclusive lock on `path` (created 0600), held by the returned fd
--- object until it is closed or the process dies;
--- `nil, msg, "EAGAIN"` while another process holds it.
--- @function flock
--- @string path
--- @return fd object
-fdpass.flock = core.flock
-
---- Wait for readiness; hang-ups count as readable.
--- @function poll
--- @tparam table readers an array of anything `send` accepts
--- @tparam table writers the same
--- @number[opt] timeout seconds (nil: as long as it takes)
--- @return readable, writable: the same objects, those ready
-fdpass.poll = core.poll
-
---- What `wait_readable` and `wait_writable` sleep through: nil (the
--- default) makes them block in poll(2); a function(seconds) that yields to
--- the caller's event loop (in nginx's Lua module, `ngx.sleep`) makes them
--- poll without waiting and sleep through it between tries, 1 ms first,
--- doubling up to 16 ms, never past the timeout. A loop that can watch a
--- descriptor itself (cqueues, luv) should rather do that.
-fdpass.waiter = nil
-
-local function wait_for(x, writable, timeout, what)
-  local set = { x }
-  local readers, writers = (not writable) and set or nil, writable and set or nil
-  local function ready(t)
-    local r, w, code = core.poll(readers, writers, t)
-    if not r then return nil, w, code end
-    return #(writable and w or r) > 0
-  end
-  local waiter = fdpass.waiter
-  if not waiter then
-    local ok, err, code = ready(timeout)
-    if ok then return true end
-    if ok == nil then return nil, err, code end
-    return nil, what .. ": timed out", "ETIMEDOUT"
-  end
-  local deadline = timeout and core.monotonic() + timeout
-  local pause = 0.001
-  while true do
-    local ok, err, code = ready(0)
-    if ok then return true end
-    if ok == nil then return nil, err, code end
-    local left = deadline and deadline - core.monotonic()
-    if left and left <= 0 then return nil, what .. ": timed out", "ETIMEDOUT" end
-    waiter(left and math.min(pause, left) or pause)
-    pause = math.min(pause * 2, 0.016)
-  end
-end
-
---- Waits until `x` is readable (a hang-up counts), through `fdpass.waiter`
--- when one is set.
--- @param x anything `send` accepts
--- @number[opt] timeout seconds (nil: as long as it takes)
--- @return true, or `nil, msg, "ETIMEDOUT"`
-function fdpass.wait_readable(x, timeout)
-  return wait_for(x, false, timeout, "wait_readable")
-end
-
---- Waits until `x` is writable, as `wait_readable` does.
--- @param x anything `send` accepts
--- @number[opt] timeout seconds
--- @return true, or `nil, msg, "ETIMEDOUT"`
-function fdpass.wait_writable(x, timeout)
-  return wait_for(x, true, timeout, "wait_writable")
-end
-
---- A non-blocking TCP listener (numeric addresses), for loops without an
--- event library: `accept` takes its connections, and fd objects have
--- `read([max])` and `write(data, [i])`.
--- @function tcp_listen
--- @string host
--- @int port
--- @int[opt] backlog
--- @return fd object
-fdpass.tcp_listen = core.tcp_listen
-
---- A non-blocking TCP connection (numeric addresses).
--- @function tcp_connect
--- @string host
--- @int port
--- @number[opt] timeout seconds
--- @return fd object
-fdpass.tcp_connect = core.tcp_connect
-
---- The next connection of a `tcp_listen` listener.
--- @function accept
--- @param listener
--- @return fd object, or `nil, msg, "EAGAIN"` when none is waiting
-fdpass.accept = core.accept
-
---- Signals as a descriptor: `fdpass.signals{"HUP", "USR2"}` blocks them and
--- returns an fd object that polls readable when one arrives.
--- @function signals
--- @tparam table names
--- @return fd object
-fdpass.signals = core.signals
-
---- The name of the next signal of a `signals` descriptor ("HUP").
--- @function readsignal
--- @param fd
--- @treturn string the name, or `nil, msg, "EAGAIN"` when none is pending
-fdpass.readsignal = core.readsignal
-
---- Seconds on CLOCK_MONOTONIC: what deadlines are measured with.
--- @function monotonic
--- @treturn number
-fdpass.monotonic = core.monotonic
-
---- A binary encoding of nil, booleans, numbers, strings and tables of them.
--- @function encode
--- @param value
--- @treturn string
-fdpass.encode = core.encode
-
---- The value `encode` made of `s`. Checks every byte (it reads what another
--- process sent): `nil, msg, "EPROTO"` on anything else.
--- @function decode
--- @string s
--- @return value
-fdpass.decode = core.decode
-
---- One datagram with descriptors to a named AF_UNIX datagram socket (what
--- sd_notify sends to NOTIFY_SOCKET), from a socket made for it.
--- @function dgram_send
--- @string addr a path or "@name"
--- @string data
--- @tparam[opt] table fds anything `send` accepts
--- @number[opt] timeout seconds a full queue may be waited for
--- @treturn int bytes sent, or `nil, msg, code` ("EAGAIN", "ETIMEDOUT", "ECONNREFUSED", ...)
-fdpass.dgram_send = core.dgram_send
-
---- A datagram socket bound on `addr` (non-blocking, SO_PASSCRED): the
--- receiving end of `dgram_send`.
--- @function dgram_bind
--- @string addr a path or "@name"
--- @int[opt=0600] mode of a path socket, whatever the umask
--- @return fd object, or `nil, msg, code`
-fdpass.dgram_bind = core.dgram_bind
-
---- The next datagram of a `dgram_bind` socket.
--- @function dgram_recv
--- @param sock
--- @int[opt] maxbytes
--- @int[opt] maxfds
--- @number[opt] timeout seconds (nil: wait)
--- @return data, fds, pid, uid, gid (the sender, as the kernel vouches for
---   it), or `nil, msg, code`
-fdpass.dgram_recv = core.dgram_recv
-
---- Sets (or with nil, removes) a variable of this process's environment,
--- which the processes it starts inherit.
--- @function setenv
--- @string name
--- @tparam ?string value
--- @return true, or `nil, msg, code`
-fdpass.setenv = core.setenv
+--   and `kill([signal])` (the signal names of `fdpass.os.signals`); an
+--   unknown key in opts raises, naming it
+fdpass.spawn = core.spawn
 
 -- LuaSocket's setfd() only swaps the number inside an object: it closes
 -- nothing, sets no flag and leaves the object's class as it was, and a
@@ -368,6 +180,25 @@ function fdpass.luasocket(x, backlog)
     return luasocket_error(info.listening and "listen" or "connect", why or ("not a " .. class))
   end
   return s
+end
+
+-- ---- old names -----------------------------------------------------------
+-- The kits moved to fdpass.os, fdpass.net, fdpass.loop and fdpass.codec;
+-- these aliases stay until every caller in this tree has moved
+-- (rename-old-names.py), then this block goes.
+do
+  local kits = { os = require "fdpass.os", net = require "fdpass.net",
+                 loop = require "fdpass.loop", codec = require "fdpass.codec" }
+  for _, kit in pairs(kits) do
+    for k, v in pairs(kit) do fdpass[k] = v end
+  end
+  -- fdpass.waiter is loop.waiter
+  local loop = kits.loop
+  fdpass.waiter = nil
+  setmetatable(fdpass, {
+    __index = function(_, k) if k == "waiter" then return loop.waiter end end,
+    __newindex = function(t, k, v) if k == "waiter" then loop.waiter = v else rawset(t, k, v) end end,
+  })
 end
 
 return fdpass

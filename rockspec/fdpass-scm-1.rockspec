@@ -40,14 +40,19 @@ build = {
     ["fdpass.net"] = "lua/fdpass/net.lua",
     ["fdpass.loop"] = "lua/fdpass/loop.lua",
     ["fdpass.codec"] = "lua/fdpass/codec.lua",
+    ["fdpass.adapters.core"] = "lua/fdpass/adapters/core.lua",
+    ["fdpass.adapters.cqueues"] = "lua/fdpass/adapters/cqueues.lua",
+    ["fdpass.adapters.http"] = "lua/fdpass/adapters/http.lua",
+    ["fdpass.adapters.copas"] = "lua/fdpass/adapters/copas.lua",
+    ["fdpass.adapters.luv"] = "lua/fdpass/adapters/luv.lua",
     ["fdpass.core"] = {
       -- the binding carries libfdpass inside it: nothing else to install.
       -- Every src/lua/*.c and src/lib/*.c, as the Makefile builds it:
       -- `make lint` (tools/install-parity.sh) fails when one is missing.
       sources = {
-        "src/lua/core.c", "src/lua/fd.c", "src/lua/channel.c", "src/lua/process.c",
-        "src/lua/netio.c", "src/lua/codec.c", "src/lua/dgram.c", "src/lua/environ.c",
-        "src/lua/epoll.c",
+        "src/lua/core.c", "src/lua/base.c", "src/lua/fd.c", "src/lua/fdset.c",
+        "src/lua/channel.c", "src/lua/server.c", "src/lua/process.c", "src/lua/os.c",
+        "src/lua/net.c", "src/lua/loop.c", "src/lua/codec.c", "src/lua/epoll.c",
         "src/lib/deadline.c", "src/lib/dgram.c", "src/lib/errors.c", "src/lib/fdinfo.c",
         "src/lib/framing.c", "src/lib/rawmsg.c", "src/lib/sockets.c", "src/lib/spawn.c",
       },

@@ -372,10 +372,11 @@ report { base = base, now = fdpass.fdcount() }
     lu.assertEquals(select(3, fdpass.luasocket(n)), "ENOTCONN")
     lu.assertEquals(fdpass.info(n).kind, "socket")
     -- a programming mistake raises
-    lu.assertFalse((pcall(fdpass.luasocket, "3")))
-    lu.assertFalse((pcall(fdpass.luasocket, bare)))
-    lu.assertFalse((pcall(fdpass.luasocket, io.stdin)))
-    lu.assertFalse((pcall(fdpass.luasocket, loose, "many")))
+    local wanted = "bad argument #1 to 'luasocket' (fdpass.fd or integer expected, got "
+    H.assert_raises(wanted .. "string)", fdpass.luasocket, "3")
+    H.assert_raises(wanted .. "userdata)", fdpass.luasocket, bare)
+    H.assert_raises(wanted .. "userdata)", fdpass.luasocket, io.stdin)
+    H.assert_raises("bad argument #2 to 'luasocket' (number expected, got string)", fdpass.luasocket, loose, "many")
     for _, o in ipairs { r, w, a, b, u, udp, dg, bare, loose } do o:close() end
   end,
 

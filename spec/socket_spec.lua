@@ -43,7 +43,7 @@ local function round_trip(srv, addr, kind)
   lu.assertEquals((s:recv(2)), "ping")
   assert(s:send("pong", nil, 2))
   lu.assertEquals((c:recv(2)), "pong")
-  local kc, ks = c:kind(), s:kind()
+  local kc, ks = c:socktype(), s:socktype()
   c:close()
   s:close()
   return kc, ks

@@ -3,4 +3,20 @@
 -- @module fdpass.codec
 local core = require "fdpass.core"
 
-return { encode = core.encode, decode = core.decode }
+local M = {}
+
+--- A binary encoding of nil, booleans, numbers, strings and tables of them.
+-- @function encode
+-- @param value
+-- @treturn string
+M.encode = core.encode
+
+--- The value `encode` made of `s`. Checks every byte (it reads what another
+-- process sent): `nil, msg, "EPROTO"` on anything else. Memory grows with
+-- what has arrived, never with what a header announces.
+-- @function decode
+-- @string s
+-- @return value
+M.decode = core.decode
+
+return M

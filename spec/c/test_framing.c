@@ -1,4 +1,4 @@
-/* Framed messages: fdpass_chan_*, fdpass_send / fdpass_recv / fdpass_flush,
+/* Framed messages: fdpass_chan_*, fdpass_chan_send / fdpass_chan_recv / fdpass_chan_flush,
  * against the real kernel and against hand-crafted hostile records. */
 #include "testutil.h"
 
@@ -34,7 +34,7 @@ static pid_t child_sender(int sock, int other, const mspec *ms, size_t n, int de
         for (size_t i = 0; i < ms[k].nfds; i++)
             if ((fds[i] = tagged_fd((int)(ms[k].seed * 100000 + i))) < 0)
                 _exit(4);
-        int r = fdpass_send(c, data, ms[k].len, fds, ms[k].nfds, 20000);
+        int r = fdpass_chan_send(c, data, ms[k].len, fds, ms[k].nfds, 20000);
         close_fds(fds, ms[k].nfds);
         free(data);
         free(fds);
@@ -80,9 +80,9 @@ static int roundtrip(int type, const mspec *ms, size_t n, const fdpass_limits *l
     int bad = c ? 0 : __LINE__;
     for (size_t k = 0; k < n && !bad; k++) {
         fdpass_msg m;
-        int r = fdpass_recv(c, &m, 20000);
+        int r = fdpass_chan_recv(c, &m, 20000);
         if (r != 0) {
-            printf("# %s message %zu: fdpass_recv = %d (%s) %s\n", TYPENAME(type), k, r,
+            printf("# %s message %zu: fdpass_chan_recv = %d (%s) %s\n", TYPENAME(type), k, r,
                    fdpass_errname(r), fdpass_chan_detail(c) ? fdpass_chan_detail(c) : "");
             bad = __LINE__;
             break;
@@ -100,7 +100,7 @@ static int roundtrip(int type, const mspec *ms, size_t n, const fdpass_limits *l
         if (code != 0) {
             printf("# sender exited with %d\n", code);
             bad = __LINE__;
-        } else if (fdpass_recv(c, &m, 2000) != FDPASS_EOF)
+        } else if (fdpass_chan_recv(c, &m, 2000) != FDPASS_EOF)
             bad = __LINE__;
     }
     if (pid > 0)
@@ -165,16 +165,16 @@ static void framed_empty_message(void)
         CHECK_EQ(fdpass_socketpair(TYPES[t], sv), 0);
         fdpass_chan *a = fdpass_chan_new(sv[0], NULL), *b = fdpass_chan_new(sv[1], NULL);
         CHECK(a && b);
-        CHECK_EQ(fdpass_send(a, NULL, 0, NULL, 0, 1000), 0);
-        CHECK_EQ(fdpass_send(a, "x", 1, NULL, 0, 1000), 0);
+        CHECK_EQ(fdpass_chan_send(a, NULL, 0, NULL, 0, 1000), 0);
+        CHECK_EQ(fdpass_chan_send(a, "x", 1, NULL, 0, 1000), 0);
         fdpass_msg m;
-        CHECK_EQ(fdpass_recv(b, &m, 1000), 0);
+        CHECK_EQ(fdpass_chan_recv(b, &m, 1000), 0);
         CHECK_EQ(m.len, 0);
         CHECK_EQ(m.nfds, 0);
-        CHECK_EQ(fdpass_recv(b, &m, 1000), 0);
+        CHECK_EQ(fdpass_chan_recv(b, &m, 1000), 0);
         CHECK_EQ(m.len, 1);
         CHECK_EQ(((const char *)m.data)[0], 'x');
-        CHECK_EQ(fdpass_recv(b, &m, 0), -EAGAIN);
+        CHECK_EQ(fdpass_chan_recv(b, &m, 0), -EAGAIN);
         fdpass_chan_free(a);
         fdpass_chan_free(b);
         close_fds(sv, 2);
@@ -243,9 +243,9 @@ static void framed_limits_enforced(void)
             CHECK(c);
             int before = ctest_fdcount();
             fdpass_msg m;
-            int r = fdpass_recv(c, &m, 5000);
+            int r = fdpass_chan_recv(c, &m, 5000);
             int after = ctest_fdcount();
-            int again = fdpass_recv(c, &m, 0);
+            int again = fdpass_chan_recv(c, &m, 0);
             close(sv[1]); /* the sender may be blocked on what we never read */
             wait_child(pid);
             fdpass_chan_free(c);
@@ -272,7 +272,7 @@ static void framed_credentials_first(void)
         int bad = 0;
         for (size_t k = 0; k < NELEM(ms) && !bad; k++) {
             fdpass_msg m;
-            int r = fdpass_recv(c, &m, 5000);
+            int r = fdpass_chan_recv(c, &m, 5000);
             if (r != 0) {
                 printf("# %s: %s %s\n", TYPENAME(TYPES[t]), fdpass_errname(r),
                        fdpass_chan_detail(c) ? fdpass_chan_detail(c) : "");
@@ -302,15 +302,15 @@ static void framed_flags_unchanged(void)
         fdpass_chan *a = fdpass_chan_new(sv[0], NULL), *b = fdpass_chan_new(sv[1], NULL);
         CHECK(a && b);
         fdpass_msg m;
-        CHECK_EQ(fdpass_recv(b, &m, 0), -EAGAIN);
-        CHECK_EQ(fdpass_recv(b, &m, 10), -ETIMEDOUT);
-        CHECK_EQ(fdpass_recv(a, &m, 10), -ETIMEDOUT);
-        CHECK_EQ(fdpass_send(a, "pp", 2, p, 2, 0), 0);
-        CHECK_EQ(fdpass_send(b, "qq", 2, p, 2, -1), 0);
-        CHECK_EQ(fdpass_recv(b, &m, 1000), 0);
+        CHECK_EQ(fdpass_chan_recv(b, &m, 0), -EAGAIN);
+        CHECK_EQ(fdpass_chan_recv(b, &m, 10), -ETIMEDOUT);
+        CHECK_EQ(fdpass_chan_recv(a, &m, 10), -ETIMEDOUT);
+        CHECK_EQ(fdpass_chan_send(a, "pp", 2, p, 2, 0), 0);
+        CHECK_EQ(fdpass_chan_send(b, "qq", 2, p, 2, -1), 0);
+        CHECK_EQ(fdpass_chan_recv(b, &m, 1000), 0);
         CHECK_EQ(m.nfds, 2);
         int r0 = m.fds[0], r1 = m.fds[1];
-        CHECK_EQ(fdpass_recv(a, &m, -1), 0);
+        CHECK_EQ(fdpass_chan_recv(a, &m, -1), 0);
         CHECK_EQ(m.nfds, 2);
         int r2 = m.fds[0], r3 = m.fds[1];
         int ok = getfl(r0) == fl[0] && getfl(r1) == fl[1] && getfl(r2) == fl[0] && getfl(r3) == fl[1];
@@ -343,16 +343,16 @@ static void framed_wouldblock_and_timeout(void)
         CHECK(c);
         fdpass_msg m;
         long long t0 = now_ms();
-        CHECK_EQ(fdpass_recv(c, &m, 0), -EAGAIN);
+        CHECK_EQ(fdpass_chan_recv(c, &m, 0), -EAGAIN);
         CHECK(now_ms() - t0 < 20);
         t0 = now_ms();
-        CHECK_EQ(fdpass_recv(c, &m, 50), -ETIMEDOUT);
+        CHECK_EQ(fdpass_chan_recv(c, &m, 50), -ETIMEDOUT);
         long long took = now_ms() - t0;
         CHECK(took >= 50);
         CHECK(took < 1000);
         /* still usable: a timeout is not an error of the channel */
         CHECK_EQ(fdpass_sendmsg(sv[0], "FDPS\1\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0", 20, NULL, 0, 0), 20);
-        CHECK_EQ(fdpass_recv(c, &m, 1000), 0);
+        CHECK_EQ(fdpass_chan_recv(c, &m, 1000), 0);
         CHECK_EQ(m.len, 0);
         fdpass_chan_free(c);
         close_fds(sv, 2);
@@ -375,13 +375,13 @@ static void framed_nonblocking_socket_own_mode(void)
             set_nonblock(sv[1], 1);
             fdpass_chan *a = fdpass_chan_new(sv[0], NULL), *b = fdpass_chan_new(sv[1], NULL);
             fdpass_msg m;
-            if (fdpass_recv(b, &m, -1) != -EAGAIN)
+            if (fdpass_chan_recv(b, &m, -1) != -EAGAIN)
                 _exit(1);
             static unsigned char big[65536];
             int r = 0;
             for (int i = 0; i < 1000 && r == 0; i++)
-                r = fdpass_send(a, big, sizeof big, NULL, 0, -1);
-            if (r != -EAGAIN || fdpass_pending(a) != 1)
+                r = fdpass_chan_send(a, big, sizeof big, NULL, 0, -1);
+            if (r != -EAGAIN || fdpass_chan_pending(a) != 1)
                 _exit(2);
             fdpass_chan_free(a);
             fdpass_chan_free(b);
@@ -395,7 +395,7 @@ static void framed_nonblocking_socket_own_mode(void)
 
 /* Fills the socket with framed 64 KiB messages, each with a tagged fd
  * (tag = sequence number), until one answers -EAGAIN. Returns how many
- * fdpass_send calls were made (the last one queued). */
+ * fdpass_chan_send calls were made (the last one queued). */
 static int fill_framed(fdpass_chan *c, int first_seq, int *last_r)
 {
     static unsigned char data[65536];
@@ -403,7 +403,7 @@ static int fill_framed(fdpass_chan *c, int first_seq, int *last_r)
     for (int seq = first_seq; seq < first_seq + 2000; seq++) {
         fill_pattern(data, sizeof data, (unsigned)seq);
         int fd = tagged_fd((int)(seq * 100000));
-        r = fdpass_send(c, data, sizeof data, &fd, 1, 0);
+        r = fdpass_chan_send(c, data, sizeof data, &fd, 1, 0);
         close(fd);
         n++;
         if (r != 0)
@@ -425,7 +425,7 @@ static pid_t child_drainer(int sock, int count, int delay_ms)
     fdpass_chan *c = fdpass_chan_new(sock, NULL);
     for (int seq = 0; seq < count; seq++) {
         fdpass_msg m;
-        int r = fdpass_recv(c, &m, 10000);
+        int r = fdpass_chan_recv(c, &m, 10000);
         if (r != 0)
             _exit(10);
         int last = seq == count - 1;
@@ -441,25 +441,25 @@ static pid_t child_drainer(int sock, int count, int delay_ms)
             _exit(13);
     }
     fdpass_msg m;
-    if (fdpass_recv(c, &m, 0) != -EAGAIN) /* exactly that many: no duplicate */
+    if (fdpass_chan_recv(c, &m, 0) != -EAGAIN) /* exactly that many: no duplicate */
         _exit(14);
     fdpass_chan_free(c);
     _exit(0);
 }
 
 /* Sends child_drainer's last message, number seq: "end" with 3 fds tagged
- * seq * 100000 + i (our copies closed). Returns what fdpass_send did. */
+ * seq * 100000 + i (our copies closed). Returns what fdpass_chan_send did. */
 static int send_end(fdpass_chan *c, int seq, int timeout_ms)
 {
     int fds[3];
     for (int i = 0; i < 3; i++)
         fds[i] = tagged_fd(seq * 100000 + i);
-    int r = fdpass_send(c, "end", 3, fds, 3, timeout_ms);
+    int r = fdpass_chan_send(c, "end", 3, fds, 3, timeout_ms);
     close_fds(fds, 3);
     return r;
 }
 
-/* A full stream: fdpass_send answers -EAGAIN with the message queued (and
+/* A full stream: fdpass_chan_send answers -EAGAIN with the message queued (and
  * its descriptors duplicated), a later send queues behind it, flush
  * finishes both once a child drains, and the child gets each message once. */
 static void framed_queue_and_flush(void)
@@ -474,7 +474,7 @@ static void framed_queue_and_flush(void)
         int n = fill_framed(c, 0, &r);
         CHECK_EQ(r, -EAGAIN);
         CHECK(n > 1);
-        CHECK_EQ(fdpass_pending(c), 1);
+        CHECK_EQ(fdpass_chan_pending(c), 1);
         /* the queued one holds a duplicate of its fd unless a first part
          * of its record (which carried it) went: always on seqpacket */
         int held = ctest_fdcount() - base;
@@ -483,19 +483,19 @@ static void framed_queue_and_flush(void)
             CHECK_EQ(held, 1);
         /* a second message behind it: not sent, its 3 fds duplicated */
         CHECK_EQ(send_end(c, n, 0), -EAGAIN);
-        CHECK_EQ(fdpass_pending(c), 2);
+        CHECK_EQ(fdpass_chan_pending(c), 2);
         CHECK_EQ(ctest_fdcount(), base + held + 3);
         long long t0 = now_ms();
-        CHECK_EQ(fdpass_flush(c, 50), -ETIMEDOUT);
+        CHECK_EQ(fdpass_chan_flush(c, 50), -ETIMEDOUT);
         CHECK(now_ms() - t0 >= 50);
-        CHECK_EQ(fdpass_pending(c), 2);
-        CHECK_EQ(fdpass_flush(c, 0), -EAGAIN);
+        CHECK_EQ(fdpass_chan_pending(c), 2);
+        CHECK_EQ(fdpass_chan_flush(c, 0), -EAGAIN);
         pid_t pid = child_drainer(sv[1], n + 1, 100);
         CHECK(pid > 0);
-        CHECK_EQ(fdpass_flush(c, 10000), 0);
-        CHECK_EQ(fdpass_pending(c), 0);
+        CHECK_EQ(fdpass_chan_flush(c, 10000), 0);
+        CHECK_EQ(fdpass_chan_pending(c), 0);
         CHECK_EQ(ctest_fdcount(), base); /* the duplicates went and were closed */
-        CHECK_EQ(fdpass_flush(c, 0), 0);
+        CHECK_EQ(fdpass_chan_flush(c, 0), 0);
         int code = wait_child(pid);
         fdpass_chan_free(c);
         close_fds(sv, 2);
@@ -517,7 +517,7 @@ static void framed_send_flushes_queue_first(void)
         pid_t pid = child_drainer(sv[1], n + 1, 100);
         CHECK(pid > 0);
         CHECK_EQ(send_end(c, n, 10000), 0);
-        CHECK_EQ(fdpass_pending(c), 0);
+        CHECK_EQ(fdpass_chan_pending(c), 0);
         int code = wait_child(pid);
         fdpass_chan_free(c);
         close_fds(sv, 2);
@@ -543,10 +543,10 @@ static void framed_free_closes_queued_fds(void)
         for (int i = 0; i < 300; i++)
             fds[i] = tagged_fd(i);
         long long t0 = now_ms();
-        CHECK_EQ(fdpass_send(c, "q", 1, fds, 300, 30), -ETIMEDOUT);
+        CHECK_EQ(fdpass_chan_send(c, "q", 1, fds, 300, 30), -ETIMEDOUT);
         CHECK(now_ms() - t0 >= 30);
         close_fds(fds, 300);
-        CHECK_EQ(fdpass_pending(c), 2);
+        CHECK_EQ(fdpass_chan_pending(c), 2);
         CHECK_EQ(ctest_fdcount(), base + held + 300);
         fdpass_chan_free(c);
         CHECK_EQ(ctest_fdcount(), base);
@@ -650,7 +650,7 @@ static void framed_hostile_peer(void)
             }
             int before = ctest_fdcount();
             fdpass_msg m;
-            int r = fdpass_recv(c, &m, 1000);
+            int r = fdpass_chan_recv(c, &m, 1000);
             int after = ctest_fdcount();
             const char *detail = fdpass_chan_detail(c);
             if (r != x->expect)
@@ -662,9 +662,9 @@ static void framed_hostile_peer(void)
             /* a well-formed message now is refused: the channel is broken */
             header(hb, "FDPS", 1, 0, 0, 0, 0, 0);
             send_record(sv[0], hb, 0, 0);
-            CHECK_EQ(fdpass_recv(c, &m, 0), FDPASS_EBROKEN);
+            CHECK_EQ(fdpass_chan_recv(c, &m, 0), FDPASS_EBROKEN);
             CHECK(fdpass_chan_detail(c) != NULL);
-            CHECK_EQ(fdpass_recv(c, &m, 0), FDPASS_EBROKEN);
+            CHECK_EQ(fdpass_chan_recv(c, &m, 0), FDPASS_EBROKEN);
             CHECK_EQ(ctest_fdcount(), before);
             fdpass_chan_free(c);
             close_fds(sv, 2);
@@ -708,14 +708,14 @@ static void framed_peer_dies_mid_message(void)
             close(sv[0]);
             int before = ctest_fdcount();
             fdpass_msg m;
-            int r = fdpass_recv(c, &m, 1000);
+            int r = fdpass_chan_recv(c, &m, 1000);
             int after = ctest_fdcount();
             if (r != FDPASS_ETRUNC)
                 printf("# case %d %s: %s %s\n", where, TYPENAME(type), fdpass_errname(r),
                        fdpass_chan_detail(c) ? fdpass_chan_detail(c) : "");
             CHECK_EQ(r, FDPASS_ETRUNC);
             CHECK_EQ(after, before);
-            CHECK_EQ(fdpass_recv(c, &m, 0), FDPASS_EBROKEN);
+            CHECK_EQ(fdpass_chan_recv(c, &m, 0), FDPASS_EBROKEN);
             fdpass_chan_free(c);
             close(sv[1]);
         }
@@ -731,19 +731,19 @@ static void framed_clean_close_is_eof(void)
         fdpass_chan *a = fdpass_chan_new(sv[0], NULL), *b = fdpass_chan_new(sv[1], NULL);
         CHECK(a && b);
         int fd = tagged_fd(5);
-        CHECK_EQ(fdpass_send(a, "bye", 3, &fd, 1, 1000), 0);
+        CHECK_EQ(fdpass_chan_send(a, "bye", 3, &fd, 1, 1000), 0);
         close(fd);
         fdpass_chan_free(a);
         close(sv[0]);
         fdpass_msg m;
-        CHECK_EQ(fdpass_recv(b, &m, 1000), 0);
+        CHECK_EQ(fdpass_chan_recv(b, &m, 1000), 0);
         CHECK_EQ(m.len, 3);
         CHECK_EQ(m.nfds, 1);
         int tag = tag_of(m.fds[0]);
         close(m.fds[0]);
         CHECK_EQ(tag, 5);
-        CHECK_EQ(fdpass_recv(b, &m, 1000), FDPASS_EOF);
-        CHECK_EQ(fdpass_recv(b, &m, -1), FDPASS_EOF);
+        CHECK_EQ(fdpass_chan_recv(b, &m, 1000), FDPASS_EOF);
+        CHECK_EQ(fdpass_chan_recv(b, &m, -1), FDPASS_EOF);
         fdpass_chan_free(b);
         close(sv[1]);
     }
@@ -764,13 +764,13 @@ static void framed_partial_kept_across_timeouts(void)
     fdpass_msg m;
     CHECK_EQ(fdpass_sendmsg(sv[0], rec, 7, fds, 2, 1000), 7);
     close_fds(fds, 2);
-    CHECK_EQ(fdpass_recv(c, &m, 0), -EAGAIN);
+    CHECK_EQ(fdpass_chan_recv(c, &m, 0), -EAGAIN);
     CHECK_EQ(write(sv[0], rec + 7, 13), 13);
-    CHECK_EQ(fdpass_recv(c, &m, 10), -ETIMEDOUT);
+    CHECK_EQ(fdpass_chan_recv(c, &m, 10), -ETIMEDOUT);
     CHECK_EQ(write(sv[0], rec + 20, 3), 3);
-    CHECK_EQ(fdpass_recv(c, &m, 0), -EAGAIN);
+    CHECK_EQ(fdpass_chan_recv(c, &m, 0), -EAGAIN);
     CHECK_EQ(write(sv[0], rec + 23, 3), 3);
-    CHECK_EQ(fdpass_recv(c, &m, 0), 0);
+    CHECK_EQ(fdpass_chan_recv(c, &m, 0), 0);
     CHECK_EQ(m.len, 6);
     CHECK(memcmp(m.data, "abcdef", 6) == 0);
     CHECK_EQ(m.nfds, 2);
@@ -795,7 +795,7 @@ static void framed_free_closes_partial_rx(void)
         header(hb, "FDPS", 1, F_MORE, 3, 1, 2, 6);
         CHECK_EQ(send_record(sv[0], hb, 1, 3), 0);
         fdpass_msg m;
-        CHECK_EQ(fdpass_recv(c, &m, 20), -ETIMEDOUT);
+        CHECK_EQ(fdpass_chan_recv(c, &m, 20), -ETIMEDOUT);
         CHECK_EQ(ctest_fdcount(), base + 3);
         fdpass_chan_free(c);
         CHECK_EQ(ctest_fdcount(), base);
@@ -803,7 +803,7 @@ static void framed_free_closes_partial_rx(void)
     }
 }
 
-/* A signal without SA_RESTART while fdpass_recv waits (forever, or with a
+/* A signal without SA_RESTART while fdpass_chan_recv waits (forever, or with a
  * timeout; a stream message arriving in two halves): the message comes. */
 static void eintr_case(int type, int timeout_ms)
 {
@@ -834,7 +834,7 @@ static void eintr_case(int type, int timeout_ms)
     alarm_every(30, 30, &old);
     long long t0 = now_ms();
     fdpass_msg m;
-    int r = fdpass_recv(c, &m, timeout_ms);
+    int r = fdpass_chan_recv(c, &m, timeout_ms);
     long long took = now_ms() - t0;
     alarm_off(&old);
     int seen = alarms;
@@ -867,7 +867,7 @@ static void framed_eintr_with_timeout(void)
 static long long recv_nothing(void *c, int timeout_ms)
 {
     fdpass_msg m;
-    return fdpass_recv(c, &m, timeout_ms);
+    return fdpass_chan_recv(c, &m, timeout_ms);
 }
 
 /* Signals every 20 ms do not stretch a 300 ms receive timeout. */
@@ -898,7 +898,7 @@ static void framed_eintr_during_send(void)
             fdpass_chan *c = fdpass_chan_new(sv[1], NULL);
             fdpass_msg m;
             mspec s = { 1u << 20, 600, 9 };
-            int code = fdpass_recv(c, &m, 10000) != 0 ? 1 : verify(&m, &s) ? 2 : 0;
+            int code = fdpass_chan_recv(c, &m, 10000) != 0 ? 1 : verify(&m, &s) ? 2 : 0;
             fdpass_chan_free(c); /* valgrind checks for leaks at _exit */
             _exit(code);
         }
@@ -912,7 +912,7 @@ static void framed_eintr_during_send(void)
             fds[i] = tagged_fd(9 * 100000 + i);
         struct sigaction old;
         alarm_every(10, 10, &old);
-        int r = fdpass_send(c, data, 1u << 20, fds, 600, -1);
+        int r = fdpass_chan_send(c, data, 1u << 20, fds, 600, -1);
         alarm_off(&old);
         int seen = alarms;
         close_fds(fds, 600);
@@ -940,13 +940,13 @@ static void framed_epipe_no_sigpipe(void)
             close(sv[1]);
             fdpass_chan *c = fdpass_chan_new(sv[0], NULL);
             int fd = tagged_fd(0);
-            if (fdpass_send(c, "p", 1, &fd, 1, 1000) != -EPIPE)
+            if (fdpass_chan_send(c, "p", 1, &fd, 1, 1000) != -EPIPE)
                 _exit(3);
-            if (fdpass_send(c, "p", 1, &fd, 1, 1000) != FDPASS_EBROKEN)
+            if (fdpass_chan_send(c, "p", 1, &fd, 1, 1000) != FDPASS_EBROKEN)
                 _exit(4);
-            if (fdpass_flush(c, 0) != FDPASS_EBROKEN || !fdpass_chan_detail(c))
+            if (fdpass_chan_flush(c, 0) != FDPASS_EBROKEN || !fdpass_chan_detail(c))
                 _exit(5);
-            if (fdpass_pending(c) != 0)
+            if (fdpass_chan_pending(c) != 0)
                 _exit(6);
             close(fd);
             fdpass_chan_free(c);
@@ -976,17 +976,17 @@ static void framed_epipe_while_queued(void)
             if (r != -EAGAIN)
                 _exit(3);
             int fds[3] = { tagged_fd(0), tagged_fd(1), tagged_fd(2) };
-            if (fdpass_send(c, "q", 1, fds, 3, 0) != -EAGAIN)
+            if (fdpass_chan_send(c, "q", 1, fds, 3, 0) != -EAGAIN)
                 _exit(4);
             close_fds(fds, 3);
             close(sv[1]);
             /* a peer closed with unread data: the kernel says ECONNRESET */
-            int f = fdpass_flush(c, 1000);
+            int f = fdpass_chan_flush(c, 1000);
             if (f != -EPIPE && f != -ECONNRESET)
                 _exit(5);
-            if (fdpass_flush(c, 0) != FDPASS_EBROKEN)
+            if (fdpass_chan_flush(c, 0) != FDPASS_EBROKEN)
                 _exit(8);
-            if (fdpass_pending(c) != 0)
+            if (fdpass_chan_pending(c) != 0)
                 _exit(6);
             if (ctest_fdcount() != base - 1)
                 _exit(7);

@@ -216,8 +216,8 @@ static int child_at_rlimit(int sock, int framed)
         if (!c)
             return 13;
         fdpass_msg m;
-        r = fdpass_recv(c, &m, 5000);
-        int again = fdpass_recv(c, &m, 0);
+        r = fdpass_chan_recv(c, &m, 5000);
+        int again = fdpass_chan_recv(c, &m, 0);
         fdpass_chan_free(c);
         if (r == FDPASS_ECTRUNC && again != FDPASS_EBROKEN)
             return 14;
@@ -260,7 +260,7 @@ static void rlimit_case(int type, int framed)
     if (framed) {
         fdpass_chan *c = fdpass_chan_new(sv[0], NULL);
         CHECK(c);
-        r = fdpass_send(c, "ten", 3, fds, 10, 2000);
+        r = fdpass_chan_send(c, "ten", 3, fds, 10, 2000);
         fdpass_chan_free(c);
     } else {
         r = (int)fdpass_sendmsg(sv[0], "t", 1, fds, 10, 2000);

@@ -130,7 +130,7 @@ static void sockets_abstract_full_length(void)
     CHECK_EQ(connect_accept(name, SOCK_STREAM, l, &c, &a), 0);
     fdpass_fdinfo fi;
     CHECK_EQ(fdpass_fdinfo_get(l, &fi), 0);
-    CHECK_STR(fi.local, name);
+    CHECK_STR(fi.addr, name);
     close(a);
     close(c);
     close(l);
@@ -178,14 +178,14 @@ static void sockets_path_listen_connect(void)
     CHECK(exchange_works(c, a));
     fdpass_fdinfo fi;
     CHECK_EQ(fdpass_fdinfo_get(l, &fi), 0);
-    CHECK_STR(fi.local, path);
+    CHECK_STR(fi.addr, path);
     CHECK_EQ(fi.listening, 1);
     CHECK_STR(fi.socktype, "stream");
     CHECK_EQ(fdpass_fdinfo_get(c, &fi), 0);
     CHECK_STR(fi.peer, path);
-    CHECK_STR(fi.local, "");
+    CHECK_STR(fi.addr, "");
     CHECK_EQ(fdpass_fdinfo_get(a, &fi), 0);
-    CHECK_STR(fi.local, path);
+    CHECK_STR(fi.addr, path);
     close(a);
     close(c);
     close(l);
@@ -571,7 +571,7 @@ static void fdinfo_regular_file(void)
     CHECK(fi.family == NULL);
     CHECK(fi.socktype == NULL);
     CHECK_EQ(fi.listening, 0);
-    CHECK_STR(fi.local, "");
+    CHECK_STR(fi.addr, "");
     CHECK_EQ(fcntl(fd, F_SETFD, 0), 0);
     CHECK_EQ(set_nonblock(fd, 1), 0);
     CHECK_EQ(fdpass_fdinfo_get(fd, &fi), 0);
@@ -623,7 +623,7 @@ static void fdinfo_unix_sockets(void)
     CHECK_STR(fi.family, "unix");
     CHECK_STR(fi.socktype, "seqpacket");
     CHECK_EQ(fi.listening, 1);
-    CHECK_STR(fi.local, name);
+    CHECK_STR(fi.addr, name);
     CHECK_STR(fi.peer, "");
     CHECK_EQ(fi.nonblock, 1);
     CHECK_EQ(fi.cloexec, 1);
@@ -632,7 +632,7 @@ static void fdinfo_unix_sockets(void)
     CHECK_EQ(connect_accept(name, SOCK_SEQPACKET, l, &c, &a), 0);
     CHECK_EQ(fdpass_fdinfo_get(a, &fi), 0);
     CHECK_EQ(fi.listening, 0);
-    CHECK_STR(fi.local, name);
+    CHECK_STR(fi.addr, name);
     CHECK_STR(fi.peer, "");
     CHECK_EQ(fi.nonblock, 0);
     close(a);
@@ -642,7 +642,7 @@ static void fdinfo_unix_sockets(void)
     CHECK_EQ(fdpass_socketpair(SOCK_STREAM, sv), 0);
     CHECK_EQ(fdpass_fdinfo_get(sv[0], &fi), 0);
     CHECK_STR(fi.socktype, "stream");
-    CHECK_STR(fi.local, "");
+    CHECK_STR(fi.addr, "");
     CHECK_STR(fi.peer, "");
     close_fds(sv, 2);
     int d = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
@@ -669,7 +669,7 @@ static void fdinfo_tcp(void)
     CHECK_STR(fi.family, "inet");
     CHECK_STR(fi.socktype, "stream");
     CHECK_EQ(fi.listening, 1);
-    CHECK_STR(fi.local, want);
+    CHECK_STR(fi.addr, want);
     CHECK_STR(fi.peer, "");
     int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     CHECK(c >= 0);
@@ -677,7 +677,7 @@ static void fdinfo_tcp(void)
     CHECK_EQ(fdpass_fdinfo_get(c, &fi), 0);
     CHECK_EQ(fi.listening, 0);
     CHECK_STR(fi.peer, want);
-    CHECK(strncmp(fi.local, "127.0.0.1:", 10) == 0);
+    CHECK(strncmp(fi.addr, "127.0.0.1:", 10) == 0);
     close(c);
     close(l);
     int u = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);

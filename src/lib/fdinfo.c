@@ -102,7 +102,7 @@ int fdpass_fdinfo_get(int fd, fdpass_fdinfo *info)
     struct sockaddr_storage ss;
     socklen_t sl = sizeof ss;
     if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0)
-        format_addr(&ss, sl, info->local, sizeof info->local);
+        format_addr(&ss, sl, info->addr, sizeof info->addr);
     sl = sizeof ss;
     if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0)
         format_addr(&ss, sl, info->peer, sizeof info->peer);

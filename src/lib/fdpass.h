@@ -93,7 +93,7 @@ typedef struct fdpass_limits {
 typedef struct fdpass_chan fdpass_chan;
 
 typedef struct fdpass_msg {
-    const void *data; /* valid until the next fdpass_recv on the channel */
+    const void *data; /* valid until the next fdpass_chan_recv on the channel */
     size_t      len;
     int        *fds;  /* the array is the channel's, the descriptors yours */
     size_t      nfds;
@@ -111,19 +111,19 @@ FDPASS_API const char *fdpass_chan_detail(const fdpass_chan *c);
 
 /* Sends one framed message. 0 when it is all in the kernel. -EAGAIN or
  * -ETIMEDOUT: the message is queued in the channel (its descriptors
- * duplicated if they were not sent yet) and fdpass_flush() finishes it;
- * a later fdpass_send() flushes it first. Other errors break the channel. */
-FDPASS_API int fdpass_send(fdpass_chan *c, const void *data, size_t len,
+ * duplicated if they were not sent yet) and fdpass_chan_flush() finishes it;
+ * a later fdpass_chan_send() flushes it first. Other errors break the channel. */
+FDPASS_API int fdpass_chan_send(fdpass_chan *c, const void *data, size_t len,
                 const int *fds, size_t nfds, int timeout_ms);
-FDPASS_API int fdpass_flush(fdpass_chan *c, int timeout_ms);
-FDPASS_API size_t fdpass_pending(const fdpass_chan *c); /* messages queued, 0 when flushed */
+FDPASS_API int fdpass_chan_flush(fdpass_chan *c, int timeout_ms);
+FDPASS_API size_t fdpass_chan_pending(const fdpass_chan *c); /* messages queued, 0 when flushed */
 
 /* Receives one framed message. 0 and *msg filled; -EAGAIN/-ETIMEDOUT with
  * the partial message kept for the next call; FDPASS_EOF at a message
  * boundary; FDPASS_ETRUNC, -EPROTO, -EMSGSIZE, FDPASS_ECTRUNC,
  * FDPASS_EFDCOUNT on a broken or hostile peer, after which the channel
  * answers FDPASS_EBROKEN. */
-FDPASS_API int fdpass_recv(fdpass_chan *c, fdpass_msg *msg, int timeout_ms);
+FDPASS_API int fdpass_chan_recv(fdpass_chan *c, fdpass_msg *msg, int timeout_ms);
 
 /* ---- sockets ------------------------------------------------------------ */
 
@@ -189,8 +189,9 @@ typedef struct fdpass_fdinfo {
     const char *family;   /* "unix", "inet", "inet6", "netlink", "other" */
     const char *socktype; /* "stream", "dgram", "seqpacket", "raw", "other" */
     int   listening;
-    char  local[128], peer[128]; /* "127.0.0.1:80", "[::1]:80", "@name",
-                                    "/path", "" when unnamed or unconnected */
+    char  addr[128], peer[128];  /* this end's and the peer's: "127.0.0.1:80",
+                                    "[::1]:80", "@name", "/path", "" when
+                                    unnamed or unconnected */
     /* everything else */
     long long size;       /* regular files */
     char  path[4096];     /* what /proc/self/fd says, "" if unknown */
@@ -200,11 +201,12 @@ FDPASS_API int fdpass_fdinfo_get(int fd, fdpass_fdinfo *info);
 
 /* ---- processes ---------------------------------------------------------- */
 
-/* Starts path with argv and envp (NULL: this environment), without a
+/* Starts the program `file` (looked up in PATH when it has no '/', as
+ * execvp does) with argv and envp (NULL: this environment), without a
  * shell. map[i] = { child_fd, parent_fd }: parent_fd appears in the child as
  * child_fd (not close-on-exec there); everything else close-on-exec stays
  * behind. Returns 0 and *pid. */
-FDPASS_API int fdpass_spawn(pid_t *pid, const char *path, char *const argv[],
+FDPASS_API int fdpass_spawn(pid_t *pid, const char *file, char *const argv[],
                  char *const envp[], const int (*map)[2], size_t nmap);
 
 /* Waits at most timeout_ms (< 0: forever) for pid to exit. 0 and *status

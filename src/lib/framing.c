@@ -160,7 +160,7 @@ const char *fdpass_chan_detail(const fdpass_chan *c)
     return c->detail[0] ? c->detail : NULL;
 }
 
-size_t fdpass_pending(const fdpass_chan *c)
+size_t fdpass_chan_pending(const fdpass_chan *c)
 {
     return c->q_count;
 }
@@ -287,7 +287,7 @@ static int broken_tx(fdpass_chan *c, int err)
     return err;
 }
 
-int fdpass_send(fdpass_chan *c, const void *data, size_t len,
+int fdpass_chan_send(fdpass_chan *c, const void *data, size_t len,
                 const int *fds, size_t nfds, int timeout_ms)
 {
     c->detail[0] = 0;
@@ -309,7 +309,7 @@ int fdpass_send(fdpass_chan *c, const void *data, size_t len,
     return r < 0 ? broken_tx(c, r) : 0;
 }
 
-int fdpass_flush(fdpass_chan *c, int timeout_ms)
+int fdpass_chan_flush(fdpass_chan *c, int timeout_ms)
 {
     c->detail[0] = 0;
     if (c->tx_error)
@@ -493,7 +493,7 @@ static int recv_stream(fdpass_chan *c, fdpass_msg *msg, int flags)
     return finish_record(c, msg);
 }
 
-int fdpass_recv(fdpass_chan *c, fdpass_msg *msg, int timeout_ms)
+int fdpass_chan_recv(fdpass_chan *c, fdpass_msg *msg, int timeout_ms)
 {
     c->detail[0] = 0;
     if (c->rx_error)

@@ -15,7 +15,7 @@
 
 extern char **environ;
 
-int fdpass_spawn(pid_t *pid, const char *path, char *const argv[],
+int fdpass_spawn(pid_t *pid, const char *file, char *const argv[],
                  char *const envp[], const int (*map)[2], size_t nmap)
 {
     posix_spawn_file_actions_t fa;
@@ -65,7 +65,7 @@ int fdpass_spawn(pid_t *pid, const char *path, char *const argv[],
         posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
     }
     if (!r)
-        r = posix_spawnp(pid, path, &fa, at_ok ? &at : NULL, argv, envp ? envp : environ);
+        r = posix_spawnp(pid, file, &fa, at_ok ? &at : NULL, argv, envp ? envp : environ);
     if (at_ok)
         posix_spawnattr_destroy(&at);
     for (size_t i = 0; i < nmap; i++)

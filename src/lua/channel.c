@@ -1,43 +1,19 @@
-/* Channels (a connected AF_UNIX socket with its framing state) and servers
- * (a listening one). */
+/* Channels: a connected AF_UNIX socket with its framing state; all their
+ * methods, and the functions that make one (socketpair, connect, channel).
+ * Every constructor makes the object before it acquires the socket, so a
+ * memory error leaves nothing open. */
 #define _GNU_SOURCE
 #include <errno.h>
-#include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <unistd.h>
-#include "binding.h"
-
-typedef struct {
-    int fd;              /* first: check_fd reads it */
-    fdpass_chan *chan;
-    int *handoff;        /* received descriptors not yet in fd objects */
-    size_t handoff_n;
-    char *rbuf;          /* recvmsg's buffer, kept up to 64 KiB: a new one */
-    size_t rcap;         /* per call cost more than the recvmsg (bench/) */
-    int raw[FDPASS_MAX_FDS_PER_SENDMSG];
-} lchannel;
-
-typedef struct {
-    int fd;              /* first: check_fd reads it */
-    int type;
-    dev_t dev;           /* the socket file we created, for unlink() */
-    ino_t ino;
-    char addr[108];
-} lserver;
+#include "base.h"
 
 static const char *const kind_names[] = { "seqpacket", "stream", NULL };
 static const int kind_types[] = { SOCK_SEQPACKET, SOCK_STREAM };
 
-static int check_kind(lua_State *L, int idx)
-{
-    return kind_types[luaL_checkoption(L, idx, "seqpacket", kind_names)];
-}
-
 /* Descriptors that a raised error kept from reaching an fd object. */
-static void close_handoff(lchannel *c)
+static void close_handoff(fdp_channel *c)
 {
     for (size_t i = 0; i < c->handoff_n; i++)
         if (c->handoff[i] >= 0)
@@ -45,57 +21,19 @@ static void close_handoff(lchannel *c)
     c->handoff_n = 0;
 }
 
-/* recv's and recvmsg's last argument: "objects" (an fd object per
- * descriptor, the default) or "set" (one fdpass.fdset holding them all:
- * an object per descriptor costs more than the system call, see
- * bench/RESULTS.md). */
-static int check_as(lua_State *L, int idx)
+static fdp_channel *check_channel(lua_State *L)
 {
-    static const char *const names[] = { "objects", "set", NULL };
-    return luaL_checkoption(L, idx, "objects", names);
-}
-
-static void hand_over(lua_State *L, lchannel *c, int *fds, size_t n, int as_set)
-{
-    c->handoff = fds;
-    c->handoff_n = n; /* a raise on the way leaves the rest to close_handoff */
-    if (as_set)
-        push_fd_set(L, fds, n);
-    else
-        push_fd_list(L, fds, n);
-    c->handoff_n = 0;
-}
-
-static lchannel *check_channel(lua_State *L, int idx)
-{
-    lchannel *c = luaL_checkudata(L, idx, CHANNEL_MT);
+    fdp_channel *c = to_object(L, 1, UV_CHANNEL);
+    if (!c)
+        c = check_object(L, 1, UV_CHANNEL);
     if (c->fd < 0)
         luaL_error(L, "attempt to use a closed fdpass.channel");
-    close_handoff(c);
+    if (c->handoff_n)
+        close_handoff(c);
     return c;
 }
 
-/* Wraps a connected socket; on failure it is closed and an error pushed. */
-static int push_channel(lua_State *L, int fd, const char *what)
-{
-    lchannel *c = compat_newuserdata(L, sizeof *c);
-    c->fd = -1;
-    c->chan = NULL;
-    c->handoff_n = 0;
-    c->rbuf = NULL;
-    c->rcap = 0;
-    luaL_setmetatable(L, CHANNEL_MT);
-    c->chan = fdpass_chan_new(fd, NULL);
-    if (!c->chan) {
-        int e = -errno;
-        close(fd);
-        return push_error(L, what, e, NULL);
-    }
-    c->fd = fd;
-    return 1;
-}
-
-static void release_channel(lchannel *c)
+static void release_channel(fdp_channel *c)
 {
     close_handoff(c);
     fdpass_chan_free(c->chan);
@@ -108,23 +46,23 @@ static void release_channel(lchannel *c)
     c->fd = -1;
 }
 
-/* The descriptors of a send: a stack array for one sendmsg's worth, a
- * userdata (collected, so a raised error leaks nothing) beyond that. */
-static int *collect_fds(lua_State *L, int idx, int *small, size_t *n)
+/* The descriptors of a send, from the list at arg: a stack array for one
+ * sendmsg's worth, a userdata (collected, so a raised error leaks nothing)
+ * beyond that. */
+static int *collect_fds(lua_State *L, int arg, int *small, size_t *n)
 {
     *n = 0;
-    if (lua_isnoneornil(L, idx))
+    if (lua_isnoneornil(L, arg))
         return small;
-    luaL_checktype(L, idx, LUA_TTABLE);
-    size_t len = (size_t)luaL_len(L, idx);
+    check_table(L, arg);
+    size_t len = (size_t)lua_rawlen(L, arg);
     int *fds = small;
     if (len > FDPASS_MAX_FDS_PER_SENDMSG)
         fds = compat_newuserdata(L, len * sizeof(int)); /* stays on the stack */
-    luaL_getmetatable(L, FD_MT); /* stays too */
-    int mt = lua_gettop(L);
     for (size_t i = 0; i < len; i++) {
-        lua_geti(L, idx, (lua_Integer)i + 1);
-        fds[i] = check_fd_in(L, -1, mt);
+        lua_rawgeti(L, arg, (int)i + 1);
+        fdp_fd *f = to_object(L, -1, UV_FD);
+        fds[i] = f && f->fd >= 0 ? f->fd : check_fd_at(L, -1, arg);
         lua_pop(L, 1);
     }
     *n = len;
@@ -133,14 +71,14 @@ static int *collect_fds(lua_State *L, int idx, int *small, size_t *n)
 
 static int ch_send(lua_State *L)
 {
-    lchannel *c = check_channel(L, 1);
+    fdp_channel *c = check_channel(L);
     size_t len;
-    const char *data = luaL_checklstring(L, 2, &len);
-    int timeout = check_timeout(L, 4);
+    const char *data = check_lstring(L, 2, &len);
+    int timeout = lua_isnoneornil(L, 4) ? -1 : check_timeout(L, 4);
     int small[FDPASS_MAX_FDS_PER_SENDMSG];
     size_t n;
     int *fds = collect_fds(L, 3, small, &n);
-    int r = fdpass_send(c->chan, data, len, fds, n, timeout);
+    int r = fdpass_chan_send(c->chan, data, len, fds, n, timeout);
     if (r < 0)
         return push_error(L, "send", r, fdpass_chan_detail(c->chan));
     lua_pushboolean(L, 1);
@@ -149,8 +87,8 @@ static int ch_send(lua_State *L)
 
 static int ch_flush(lua_State *L)
 {
-    lchannel *c = check_channel(L, 1);
-    int r = fdpass_flush(c->chan, check_timeout(L, 2));
+    fdp_channel *c = check_channel(L);
+    int r = fdpass_chan_flush(c->chan, check_timeout(L, 2));
     if (r < 0)
         return push_error(L, "flush", r, fdpass_chan_detail(c->chan));
     lua_pushboolean(L, 1);
@@ -159,40 +97,65 @@ static int ch_flush(lua_State *L)
 
 static int ch_pending(lua_State *L)
 {
-    lua_pushinteger(L, (lua_Integer)fdpass_pending(check_channel(L, 1)->chan));
+    lua_pushinteger(L, (lua_Integer)fdpass_chan_pending(check_channel(L)->chan));
     return 1;
+}
+
+/* recv's and recvmsg's last argument: "objects" (an fd object per
+ * descriptor in a new table, the default), a table to fill with them
+ * instead (reused from message to message), or "set" (one fdpass.fdset
+ * holding them all). Returns 0 for a new table, -1 for a set, or the
+ * table's stack index. */
+static int check_as(lua_State *L, int arg)
+{
+    static const char *const names[] = { "objects", "set", NULL };
+    if (lua_type(L, arg) == LUA_TTABLE)
+        return arg;
+    return check_option(L, arg, "objects", names) ? -1 : 0;
+}
+
+/* Pushes the received descriptors as `as` says; a raise on the way leaves
+ * those not yet in an object to close_handoff. */
+static void hand_over(lua_State *L, fdp_channel *c, int *fds, size_t n, int as)
+{
+    c->handoff = fds;
+    c->handoff_n = n;
+    if (as < 0)
+        push_fd_set(L, fds, n);
+    else
+        push_fd_list(L, fds, n, as);
+    c->handoff_n = 0;
 }
 
 static int ch_recv(lua_State *L)
 {
-    lchannel *c = check_channel(L, 1);
-    int timeout = check_timeout(L, 2);
-    int as_set = check_as(L, 3);
+    fdp_channel *c = check_channel(L);
+    int timeout = lua_isnoneornil(L, 2) ? -1 : check_timeout(L, 2);
+    int as = lua_isnoneornil(L, 3) ? 0 : check_as(L, 3);
     fdpass_msg m;
-    int r = fdpass_recv(c->chan, &m, timeout);
+    int r = fdpass_chan_recv(c->chan, &m, timeout);
     if (r < 0)
         return push_error(L, "recv", r, fdpass_chan_detail(c->chan));
-    /* Hand the descriptors over before anything else can raise. */
+    /* the descriptors are the channel's to close until an object has them */
     c->handoff = m.fds;
     c->handoff_n = m.nfds;
     lua_pushlstring(L, m.data, m.len);
-    hand_over(L, c, m.fds, m.nfds, as_set);
+    hand_over(L, c, m.fds, m.nfds, as);
     return 2;
 }
 
 static int ch_sendmsg(lua_State *L)
 {
-    lchannel *c = check_channel(L, 1);
+    fdp_channel *c = check_channel(L);
     size_t len;
-    const char *data = luaL_checklstring(L, 2, &len);
+    const char *data = check_lstring(L, 2, &len);
     int timeout = check_timeout(L, 4);
     int small[FDPASS_MAX_FDS_PER_SENDMSG];
     size_t n;
     int *fds = collect_fds(L, 3, small, &n);
     if (n > FDPASS_MAX_FDS_PER_SENDMSG)
-        return luaL_error(L, "sendmsg: at most %d descriptors in one message (send() splits)",
-                          FDPASS_MAX_FDS_PER_SENDMSG);
-    luaL_argcheck(L, len > 0, 2, "empty payload (the kernel would drop descriptors)");
+        return arg_error(L, 3, "at most 253 descriptors in one message (send() splits)");
+    arg_check(L, len > 0, 2, "empty payload (the kernel would drop descriptors)");
     ssize_t r = fdpass_sendmsg(c->fd, data, len, fds, n, timeout);
     if (r < 0)
         return push_error(L, "sendmsg", (int)r, NULL);
@@ -202,14 +165,13 @@ static int ch_sendmsg(lua_State *L)
 
 static int ch_recvmsg(lua_State *L)
 {
-    lchannel *c = check_channel(L, 1);
-    lua_Integer cap = luaL_optinteger(L, 2, 65536);
-    lua_Integer maxfds = luaL_optinteger(L, 3, FDPASS_MAX_FDS_PER_SENDMSG);
+    fdp_channel *c = check_channel(L);
+    lua_Integer cap = opt_integer(L, 2, 65536);
+    lua_Integer maxfds = opt_integer(L, 3, FDPASS_MAX_FDS_PER_SENDMSG);
     int timeout = check_timeout(L, 4);
-    int as_set = check_as(L, 5);
-    luaL_argcheck(L, cap > 0 && cap <= (1 << 30), 2, "size must be 1 .. 2^30");
-    luaL_argcheck(L, maxfds >= 0 && maxfds <= FDPASS_MAX_FDS_PER_SENDMSG, 3,
-                  "maxfds must be 0 .. 253");
+    int as = check_as(L, 5);
+    arg_check(L, cap > 0 && cap <= (1 << 30), 2, "size must be 1 .. 2^30");
+    arg_check(L, maxfds >= 0 && maxfds <= FDPASS_MAX_FDS_PER_SENDMSG, 3, "maxfds must be 0 .. 253");
     if ((size_t)cap > c->rcap) {
         char *buf = realloc(c->rbuf, (size_t)cap);
         if (!buf)
@@ -229,13 +191,13 @@ static int ch_recvmsg(lua_State *L)
         c->rbuf = NULL;
         c->rcap = 0;
     }
-    hand_over(L, c, c->raw, nfds, as_set);
+    hand_over(L, c, c->raw, nfds, as);
     return 2;
 }
 
 static int ch_peercred(lua_State *L)
 {
-    lchannel *c = check_channel(L, 1);
+    fdp_channel *c = check_channel(L);
     pid_t pid;
     uid_t uid;
     gid_t gid;
@@ -250,33 +212,46 @@ static int ch_peercred(lua_State *L)
 
 static int ch_getfd(lua_State *L)
 {
-    lua_pushinteger(L, check_channel(L, 1)->fd);
+    lua_pushinteger(L, check_channel(L)->fd);
     return 1;
 }
 
-static int ch_kind(lua_State *L)
+/* ch:socktype() -> "seqpacket" | "stream" (a socket type: info().kind is
+ * a file type). */
+static int ch_socktype(lua_State *L)
 {
-    lchannel *c = check_channel(L, 1);
+    fdp_channel *c = check_channel(L);
     int type;
     socklen_t tl = sizeof type;
-    getsockopt(c->fd, SOL_SOCKET, SO_TYPE, &type, &tl);
-    lua_pushstring(L, type == SOCK_STREAM ? "stream" : "seqpacket");
+    if (getsockopt(c->fd, SOL_SOCKET, SO_TYPE, &type, &tl) < 0)
+        return push_error(L, "socktype", -errno, NULL);
+    lua_pushstring(L, type == SOCK_STREAM ? "stream" : type == SOCK_SEQPACKET ? "seqpacket" : "other");
     return 1;
 }
 
 /* ch:limits([{max_payload=, max_fds=}]) -> the limits in force. */
 static int ch_limits(lua_State *L)
 {
-    lchannel *c = check_channel(L, 1);
-    if (!lua_isnoneornil(L, 2)) {
-        luaL_checktype(L, 2, LUA_TTABLE);
+    static const char *const names[] = { "max_payload", "max_fds", NULL };
+    fdp_channel *c = check_channel(L);
+    if (check_options(L, 2, names)) {
         fdpass_limits set = { 0, 0 };
         lua_getfield(L, 2, "max_payload");
         lua_getfield(L, 2, "max_fds");
-        lua_Integer mp = luaL_optinteger(L, -2, 0), mf = luaL_optinteger(L, -1, 0);
+        int mp_nil = lua_isnil(L, -2), mf_nil = lua_isnil(L, -1);
         /* 0 would silently mean "unchanged" below: refuse it, as the text says */
-        luaL_argcheck(L, (mp > 0 || lua_isnil(L, -2)) && (mf > 0 || lua_isnil(L, -1)), 2,
-                      "limits must be positive integers");
+        lua_Integer mp = 0, mf = 0;
+        int ok;
+        if (!mp_nil) {
+            mp = lua_tointegerx(L, -2, &ok);
+            arg_check(L, ok, 2, "number has no integer representation");
+            arg_check(L, mp > 0, 2, "limits must be positive integers");
+        }
+        if (!mf_nil) {
+            mf = lua_tointegerx(L, -1, &ok);
+            arg_check(L, ok, 2, "number has no integer representation");
+            arg_check(L, mf > 0, 2, "limits must be positive integers");
+        }
         set.max_payload = (size_t)mp;
         set.max_fds = (size_t)mf;
         fdpass_chan_limits(c->chan, NULL, &set);
@@ -294,21 +269,20 @@ static int ch_limits(lua_State *L)
 
 static int ch_close(lua_State *L)
 {
-    lchannel *c = check_channel(L, 1);
-    release_channel(c);
+    release_channel(check_channel(L));
     lua_pushboolean(L, 1);
     return 1;
 }
 
 static int ch_gc(lua_State *L)
 {
-    release_channel(luaL_checkudata(L, 1, CHANNEL_MT));
+    release_channel(check_object(L, 1, UV_CHANNEL));
     return 0;
 }
 
 static int ch_tostring(lua_State *L)
 {
-    lchannel *c = luaL_checkudata(L, 1, CHANNEL_MT);
+    fdp_channel *c = check_object(L, 1, UV_CHANNEL);
     if (c->fd < 0)
         lua_pushliteral(L, "fdpass.channel (closed)");
     else
@@ -316,173 +290,82 @@ static int ch_tostring(lua_State *L)
     return 1;
 }
 
-/* ---- module functions -------------------------------------------------- */
+/* ---- module functions ---------------------------------------------------- */
 
 static int l_socketpair(lua_State *L)
 {
-    int type = check_kind(L, 1), sv[2];
+    int type = kind_types[check_option(L, 1, "seqpacket", kind_names)];
+    fdp_channel *a = new_channel(L), *b = new_channel(L);
+    int sv[2];
     int r = fdpass_socketpair(type, sv);
     if (r < 0)
         return push_error(L, "socketpair", r, NULL);
-    if (push_channel(L, sv[0], "socketpair") != 1) {
+    if ((r = open_channel_on(a, sv[0])) < 0) {
+        close(sv[0]);
         close(sv[1]);
-        return 3;
+        return push_error(L, "socketpair", r, NULL);
     }
-    if (push_channel(L, sv[1], "socketpair") != 1)
-        return 3; /* the first channel is collected */
+    if ((r = open_channel_on(b, sv[1])) < 0) {
+        close(sv[1]);
+        release_channel(a);
+        return push_error(L, "socketpair", r, NULL);
+    }
     return 2;
 }
 
 /* fdpass.channel(x): a channel owning a connected socket. An fd object
- * hands its descriptor over; an integer is adopted. */
+ * hands its descriptor over, an integer is adopted; when that fails
+ * (not a socket), x is left as it was. */
 static int l_channel(lua_State *L)
 {
+    fdp_fd *f = to_object(L, 1, UV_FD);
     int fd;
-    if (luaL_testudata(L, 1, FD_MT)) {
-        lua_getfield(L, 1, "detach");
-        lua_pushvalue(L, 1);
-        lua_call(L, 1, 1);
-        fd = (int)lua_tointeger(L, -1);
-    } else {
-        luaL_checktype(L, 1, LUA_TNUMBER);
+    if (f) {
+        fd = check_fd(L, 1); /* raises for a closed one */
+    } else if (lua_type(L, 1) == LUA_TNUMBER) {
         fd = check_fd(L, 1);
+    } else {
+        return type_error(L, 1, "fdpass.fd or integer");
     }
-    return push_channel(L, fd, "channel");
+    fdp_channel *c = new_channel(L);
+    int r = open_channel_on(c, fd);
+    if (r < 0)
+        return push_error(L, "channel", r, NULL);
+    if (f)
+        fd_closed(L, 1, f);
+    return 1;
 }
 
 static int l_connect(lua_State *L)
 {
-    const char *addr = luaL_checkstring(L, 1);
+    const char *addr = check_string(L, 1);
     int timeout = check_timeout(L, 2);
-    int type = check_kind(L, 3);
+    int type = kind_types[check_option(L, 3, "seqpacket", kind_names)];
+    fdp_channel *c = new_channel(L);
     int fd = fdpass_connect(addr, type, timeout);
     if (fd < 0)
         return push_error(L, lua_pushfstring(L, "connect %s", addr), fd, NULL);
-    return push_channel(L, fd, "connect");
-}
-
-/* ---- servers ----------------------------------------------------------- */
-
-static lserver *check_server(lua_State *L, int idx)
-{
-    lserver *s = luaL_checkudata(L, idx, SERVER_MT);
-    if (s->fd < 0)
-        luaL_error(L, "attempt to use a closed fdpass.server");
-    return s;
-}
-
-/* core.listen(addr, kind, mode, backlog) */
-static int l_listen(lua_State *L)
-{
-    const char *addr = luaL_checkstring(L, 1);
-    int type = check_kind(L, 2);
-    lua_Integer mode = luaL_optinteger(L, 3, 0600);
-    lua_Integer backlog = luaL_optinteger(L, 4, 0);
-    luaL_argcheck(L, mode > 0 && mode <= 0777, 3, "mode must be 1 .. 0777");
-    lserver *s = compat_newuserdata(L, sizeof *s);
-    memset(s, 0, sizeof *s);
-    s->fd = -1;
-    luaL_setmetatable(L, SERVER_MT);
-    int fd = fdpass_listen(addr, type, (int)backlog, (unsigned)mode);
-    if (fd < 0)
-        return push_error(L, lua_pushfstring(L, "listen %s", addr), fd, NULL);
-    s->fd = fd;
-    s->type = type;
-    snprintf(s->addr, sizeof s->addr, "%s", addr);
-    struct stat st;
-    if (addr[0] != '@' && stat(addr, &st) == 0) {
-        s->dev = st.st_dev;
-        s->ino = st.st_ino;
+    int r = open_channel_on(c, fd);
+    if (r < 0) {
+        close(fd);
+        return push_error(L, "connect", r, NULL);
     }
-    return 1;
-}
-
-static int sv_accept(lua_State *L)
-{
-    lserver *s = check_server(L, 1);
-    int fd = fdpass_accept(s->fd, check_timeout(L, 2));
-    if (fd < 0)
-        return push_error(L, "accept", fd, NULL);
-    return push_channel(L, fd, "accept");
-}
-
-static int sv_getfd(lua_State *L)
-{
-    lua_pushinteger(L, check_server(L, 1)->fd);
-    return 1;
-}
-
-static int sv_address(lua_State *L)
-{
-    lua_pushstring(L, check_server(L, 1)->addr);
-    return 1;
-}
-
-/* Removes the socket file, if it is still the one this server created:
- * after an upgrade the path may belong to a newer process. */
-static int sv_unlink(lua_State *L)
-{
-    lserver *s = luaL_checkudata(L, 1, SERVER_MT);
-    struct stat st;
-    if (s->addr[0] == '@' || !s->ino || stat(s->addr, &st) < 0 ||
-        st.st_dev != s->dev || st.st_ino != s->ino) {
-        lua_pushboolean(L, 0);
-        return 1;
-    }
-    if (unlink(s->addr) < 0)
-        return push_error(L, "unlink", -errno, NULL);
-    s->ino = 0;
-    lua_pushboolean(L, 1);
-    return 1;
-}
-
-static int sv_close(lua_State *L)
-{
-    lserver *s = check_server(L, 1);
-    close(s->fd);
-    s->fd = -1;
-    lua_pushboolean(L, 1);
-    return 1;
-}
-
-static int sv_gc(lua_State *L)
-{
-    lserver *s = luaL_checkudata(L, 1, SERVER_MT);
-    if (s->fd >= 0)
-        close(s->fd);
-    s->fd = -1;
-    return 0;
-}
-
-static int sv_tostring(lua_State *L)
-{
-    lserver *s = luaL_checkudata(L, 1, SERVER_MT);
-    if (s->fd < 0)
-        lua_pushliteral(L, "fdpass.server (closed)");
-    else
-        lua_pushfstring(L, "fdpass.server (%s)", s->addr);
     return 1;
 }
 
 int open_channel(lua_State *L)
 {
-    static const luaL_Reg ch_methods[] = {
-        { "send", ch_send },       { "recv", ch_recv },         { "flush", ch_flush },
-        { "pending", ch_pending }, { "sendmsg", ch_sendmsg },   { "recvmsg", ch_recvmsg },
-        { "peercred", ch_peercred }, { "getfd", ch_getfd },     { "kind", ch_kind },
-        { "limits", ch_limits },   { "close", ch_close },       { NULL, NULL } };
-    static const luaL_Reg ch_meta[] = {
+    static const luaL_Reg methods[] = {
+        { "send", ch_send },         { "recv", ch_recv },       { "flush", ch_flush },
+        { "pending", ch_pending },   { "sendmsg", ch_sendmsg }, { "recvmsg", ch_recvmsg },
+        { "peercred", ch_peercred }, { "getfd", ch_getfd },     { "socktype", ch_socktype },
+        { "limits", ch_limits },     { "close", ch_close },     { NULL, NULL } };
+    static const luaL_Reg meta[] = {
         { "__gc", ch_gc }, { "__close", ch_gc }, { "__tostring", ch_tostring }, { NULL, NULL } };
-    static const luaL_Reg sv_methods[] = {
-        { "accept", sv_accept }, { "getfd", sv_getfd }, { "address", sv_address },
-        { "unlink", sv_unlink }, { "close", sv_close }, { NULL, NULL } };
-    static const luaL_Reg sv_meta[] = {
-        { "__gc", sv_gc }, { "__close", sv_gc }, { "__tostring", sv_tostring }, { NULL, NULL } };
     static const luaL_Reg funcs[] = {
-        { "socketpair", l_socketpair }, { "listen", l_listen }, { "connect", l_connect },
-        { "channel", l_channel },       { NULL, NULL } };
-    new_class(L, CHANNEL_MT, ch_methods, ch_meta);
-    new_class(L, SERVER_MT, sv_methods, sv_meta);
-    luaL_setfuncs(L, funcs, 0);
+        { "socketpair", l_socketpair }, { "connect", l_connect }, { "channel", l_channel },
+        { NULL, NULL } };
+    set_class(L, CHANNEL_MT, methods, meta);
+    set_funcs(L, funcs, "");
     return 0;
 }

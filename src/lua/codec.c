@@ -9,12 +9,15 @@
  *   0x04 float: 8 bytes IEEE 754 little-endian
  *   0x05 string: u32 length, bytes
  *   0x06 table: u32 pair count, then key, value for each pair
- * An encoded value starts with the byte 0xFD and the format version 1. */
+ * An encoded value starts with the byte 0xFD and the format version 1.
+ * Decoding costs memory in proportion to the bytes read: a table's pair
+ * count is a claim, not a proof, so no slot is made before its pair has
+ * arrived (a `false = nil` pair is 2 bytes and makes nothing). */
 #include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include "binding.h"
+#include "base.h"
 
 #define CODEC_MAGIC 0xFD
 #define CODEC_VERSION 1
@@ -35,7 +38,7 @@ typedef struct {
 
 static int obuf_gc(lua_State *L)
 {
-    obuf *b = luaL_checkudata(L, 1, OBUF_MT);
+    obuf *b = lua_touserdata(L, 1);
     free(b->p);
     b->p = NULL;
     return 0;
@@ -136,14 +139,16 @@ static void encode_value(lua_State *L, obuf *b, int idx, int depth)
     }
 }
 
-/* fdpass.encode(value) -> string */
+/* fdpass.codec.encode(value) -> string */
 static int l_encode(lua_State *L)
 {
-    luaL_checkany(L, 1);
+    if (lua_isnone(L, 1))
+        arg_error(L, 1, "value expected");
     lua_settop(L, 1);
     obuf *b = compat_newuserdata(L, sizeof *b);
     memset(b, 0, sizeof *b);
-    luaL_setmetatable(L, OBUF_MT);
+    luaL_getmetatable(L, OBUF_MT);
+    lua_setmetatable(L, -2);
     add_byte(L, b, CODEC_MAGIC);
     add_byte(L, b, CODEC_VERSION);
     encode_value(L, b, 1, 0);
@@ -234,7 +239,7 @@ static int decode_value(lua_State *L, reader *r, int depth)
             r->error = "table count larger than the input";
             return 0;
         }
-        lua_createtable(L, 0, (int)(n < 1024 ? n : 1024));
+        lua_newtable(L); /* grows with what arrives, never with what was announced */
         for (uint32_t i = 0; i < n; i++) {
             if (!decode_value(L, r, depth + 1) || !decode_value(L, r, depth + 1))
                 return 0;
@@ -253,11 +258,11 @@ static int decode_value(lua_State *L, reader *r, int depth)
     }
 }
 
-/* fdpass.decode(string) -> value | nil, msg, "EPROTO" */
+/* fdpass.codec.decode(string) -> value | nil, msg, "EPROTO" */
 static int l_decode(lua_State *L)
 {
     size_t len;
-    const char *s = luaL_checklstring(L, 1, &len);
+    const char *s = check_lstring(L, 1, &len);
     reader r = { (const unsigned char *)s, (const unsigned char *)s + len, NULL };
     lua_settop(L, 1);
     if (len < 2 || r.p[0] != CODEC_MAGIC)
@@ -279,10 +284,11 @@ static int l_decode(lua_State *L)
 int open_codec(lua_State *L)
 {
     static const luaL_Reg funcs[] = { { "encode", l_encode }, { "decode", l_decode }, { NULL, NULL } };
+    set_funcs(L, funcs, "");
+    /* encode's buffer frees its block when a raise leaves it to the collector */
     luaL_newmetatable(L, OBUF_MT);
     lua_pushcfunction(L, obuf_gc);
     lua_setfield(L, -2, "__gc");
     lua_pop(L, 1);
-    luaL_setfuncs(L, funcs, 0);
     return 0;
 }

@@ -1,57 +1,31 @@
-/* fdpass.core: the Lua binding of libfdpass. This file holds what every
- * class shares and the module's entry point; each class has its own file. */
-#include <limits.h>
-#include <math.h>
-#include "binding.h"
+/* fdpass.core: the Lua binding of libfdpass, a table of opens. Each class
+ * (fd.c, fdset.c, channel.c, server.c, process.c, epoll.c) and each kit (os.c,
+ * net.c, loop.c, codec.c) adds its functions to the module table; base.c
+ * is what they share. lua/fdpass.lua and lua/fdpass/{os,net,loop,codec}.lua
+ * are the faces users require. */
+#include "base.h"
 
-int push_error(lua_State *L, const char *what, int err, const char *detail)
-{
-    lua_pushnil(L);
-    lua_pushfstring(L, "%s: %s", what, detail ? detail : fdpass_strerror(err));
-    lua_pushstring(L, fdpass_errname(err));
-    return 3;
-}
+int open_fd(lua_State *L);
+int open_fdset(lua_State *L);
+int open_channel(lua_State *L);
+int open_server(lua_State *L);
+int open_process(lua_State *L);
+int open_os(lua_State *L);
+int open_net(lua_State *L);
+int open_loop(lua_State *L);
+int open_codec(lua_State *L);
+int open_epoll(lua_State *L);
 
-int check_timeout(lua_State *L, int idx)
-{
-    if (lua_isnoneornil(L, idx))
-        return -1;
-    lua_Number t = luaL_checknumber(L, idx);
-    luaL_argcheck(L, t >= 0, idx, "timeout must be nil or >= 0 seconds");
-    lua_Number ms = ceil(t * 1000);
-    return ms > INT_MAX ? INT_MAX : (int)ms;
-}
-
-void new_class(lua_State *L, const char *name, const luaL_Reg *methods,
-               const luaL_Reg *meta)
-{
-    luaL_newmetatable(L, name); /* sets __name, which luaL_tolstring shows */
-    luaL_setfuncs(L, meta, 0);
-    lua_newtable(L);
-    luaL_setfuncs(L, methods, 0);
-    lua_setfield(L, -2, "__index");
-    lua_pop(L, 1);
-}
-
-void add_fd_methods(lua_State *L, const luaL_Reg *methods)
-{
-    luaL_getmetatable(L, FD_MT);
-    lua_getfield(L, -1, "__index");
-    luaL_setfuncs(L, methods, 0);
-    lua_pop(L, 2);
-}
+static const lua_CFunction opens[] = {
+    open_fd, open_fdset, open_channel, open_server, open_process,
+    open_epoll, open_os, open_net, open_loop, open_codec, NULL };
 
 int luaopen_fdpass_core(lua_State *L)
 {
+    new_classes(L);
     lua_newtable(L);
-    open_fd(L);
-    open_channel(L);
-    open_process(L);
-    open_netio(L);
-    open_codec(L);
-    open_dgram(L);
-    open_environ(L);
-    open_epoll(L);
+    for (int i = 0; opens[i]; i++)
+        opens[i](L);
     lua_pushliteral(L, FDPASS_VERSION);
     lua_setfield(L, -2, "_VERSION");
     lua_pushinteger(L, FDPASS_MAX_FDS_PER_SENDMSG);

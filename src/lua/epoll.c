@@ -1,40 +1,32 @@
-/* epoll objects and pidfd_open: what lets the upgrader sit behind one
- * descriptor in someone else's event loop. An epoll object's own
- * descriptor is the one an app polls; it stays the same until close().
- * Each watched descriptor carries a Lua key (any value but nil), which
- * wait() returns instead of a number, so that the caller never has to map
- * numbers back to its objects. The keys live in a table referenced from the
- * registry, indexed by descriptor number: a descriptor is in the set at
- * most once, as epoll itself wants. */
+/* epoll objects: what lets the upgrader sit behind one descriptor in
+ * someone else's event loop. An epoll object's own descriptor is the one
+ * an app polls; it stays the same until close(). Each watched descriptor
+ * carries a Lua key (any value but nil), which wait() returns instead of a
+ * number, so that the caller never has to map numbers back to its objects.
+ * The keys live in a table referenced from the registry, indexed by
+ * descriptor number: a descriptor is in the set at most once, as epoll
+ * itself wants. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <stdint.h>
 #include <sys/epoll.h>
-#include <sys/syscall.h>
-#include <time.h>
 #include <unistd.h>
-#include "binding.h"
+#include "base.h"
 
-#define EPOLL_MT "fdpass.epoll"
 #define EPOLL_MAX_EVENTS 1024
 
-typedef struct {
-    int fd;   /* the epoll descriptor, -1 once closed */
-    int keys; /* registry reference of the fd -> key table */
-} lepoll;
-
-static lepoll *check_open(lua_State *L, int idx)
+static fdp_epoll *check_open(lua_State *L)
 {
-    lepoll *e = luaL_checkudata(L, idx, EPOLL_MT);
+    fdp_epoll *e = check_object(L, 1, UV_EPOLL);
     if (e->fd < 0)
         luaL_error(L, "attempt to use a closed " EPOLL_MT);
     return e;
 }
 
 /* "r", "w" or "rw" -> epoll interest; raises on anything else. */
-static uint32_t check_events(lua_State *L, int idx)
+static uint32_t check_events(lua_State *L, int arg)
 {
-    const char *s = luaL_optstring(L, idx, "r");
+    const char *s = opt_string(L, arg, "r");
     uint32_t ev = 0;
     for (const char *p = s; *p; p++) {
         if (*p == 'r')
@@ -42,14 +34,13 @@ static uint32_t check_events(lua_State *L, int idx)
         else if (*p == 'w')
             ev |= EPOLLOUT;
         else
-            luaL_argerror(L, idx, "events must be \"r\", \"w\" or \"rw\"");
+            arg_error(L, arg, "events must be \"r\", \"w\" or \"rw\"");
     }
-    if (!ev)
-        luaL_argerror(L, idx, "events must be \"r\", \"w\" or \"rw\"");
+    arg_check(L, ev, arg, "events must be \"r\", \"w\" or \"rw\"");
     return ev;
 }
 
-static int ctl(lua_State *L, lepoll *e, int op, int fd, uint32_t ev, const char *what)
+static int ctl(lua_State *L, fdp_epoll *e, int op, int fd, uint32_t ev, const char *what)
 {
     struct epoll_event event = { .events = ev, .data.fd = fd };
     if (epoll_ctl(e->fd, op, fd, &event) < 0)
@@ -57,12 +48,12 @@ static int ctl(lua_State *L, lepoll *e, int op, int fd, uint32_t ev, const char 
     return 0;
 }
 
-/* ep:add(x, key, [events]) -> true: watch x (anything send accepts). */
+/* ep:add(x, key, [events]) -> true: watch x (anything fdpass.dup accepts). */
 static int ep_add(lua_State *L)
 {
-    lepoll *e = check_open(L, 1);
+    fdp_epoll *e = check_open(L);
     int fd = check_fd(L, 2);
-    luaL_argcheck(L, !lua_isnoneornil(L, 3), 3, "a key (any value but nil) expected");
+    arg_check(L, !lua_isnoneornil(L, 3), 3, "a key (any value but nil) expected");
     uint32_t ev = check_events(L, 4);
     int r = ctl(L, e, EPOLL_CTL_ADD, fd, ev, "epoll add");
     if (r)
@@ -77,7 +68,7 @@ static int ep_add(lua_State *L)
 /* ep:mod(x, events) -> true: change what x is watched for. */
 static int ep_mod(lua_State *L)
 {
-    lepoll *e = check_open(L, 1);
+    fdp_epoll *e = check_open(L);
     int fd = check_fd(L, 2);
     int r = ctl(L, e, EPOLL_CTL_MOD, fd, check_events(L, 3), "epoll mod");
     if (r)
@@ -90,7 +81,7 @@ static int ep_mod(lua_State *L)
  * descriptor that another one still shares stays in the set). */
 static int ep_del(lua_State *L)
 {
-    lepoll *e = check_open(L, 1);
+    fdp_epoll *e = check_open(L);
     int fd = check_fd(L, 2);
     lua_rawgeti(L, LUA_REGISTRYINDEX, e->keys);
     lua_pushnil(L);
@@ -103,28 +94,21 @@ static int ep_del(lua_State *L)
     return 1;
 }
 
-static long long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* ep:wait([timeout], [max=64]) -> keys, events: the keys of the ready
  * descriptors and, at the same index, "r", "w" or "rw" (a hang-up or an
  * error counts as both). nil timeout: as long as it takes. */
 static int ep_wait(lua_State *L)
 {
-    lepoll *e = check_open(L, 1);
+    fdp_epoll *e = check_open(L);
     int timeout = check_timeout(L, 2);
-    lua_Integer max = luaL_optinteger(L, 3, 64);
-    luaL_argcheck(L, max >= 1 && max <= EPOLL_MAX_EVENTS, 3, "max must be 1 to 1024");
+    lua_Integer max = opt_integer(L, 3, 64);
+    arg_check(L, max >= 1 && max <= EPOLL_MAX_EVENTS, 3, "max must be 1 to 1024");
     struct epoll_event events[EPOLL_MAX_EVENTS];
-    long long deadline = timeout < 0 ? 0 : now_ms() + timeout;
+    int64_t deadline = timeout < 0 ? 0 : now_ms() + timeout;
     int n;
     while ((n = epoll_wait(e->fd, events, (int)max, timeout)) < 0 && errno == EINTR) {
         if (timeout > 0) {
-            long long left = deadline - now_ms();
+            int64_t left = deadline - now_ms();
             timeout = left > 0 ? (int)left : 0;
         }
     }
@@ -154,13 +138,13 @@ static int ep_wait(lua_State *L)
 
 static int ep_getfd(lua_State *L)
 {
-    lua_pushinteger(L, check_open(L, 1)->fd);
+    lua_pushinteger(L, check_open(L)->fd);
     return 1;
 }
 
 static int ep_close(lua_State *L)
 {
-    lepoll *e = luaL_checkudata(L, 1, EPOLL_MT);
+    fdp_epoll *e = check_object(L, 1, UV_EPOLL);
     if (e->fd >= 0)
         close(e->fd); /* never retried: the descriptor is gone either way */
     e->fd = -1;
@@ -171,7 +155,7 @@ static int ep_close(lua_State *L)
 
 static int ep_tostring(lua_State *L)
 {
-    lepoll *e = luaL_checkudata(L, 1, EPOLL_MT);
+    fdp_epoll *e = check_object(L, 1, UV_EPOLL);
     if (e->fd < 0)
         lua_pushliteral(L, EPOLL_MT " (closed)");
     else
@@ -179,37 +163,21 @@ static int ep_tostring(lua_State *L)
     return 1;
 }
 
-/* fdpass.epoll() -> epoll object (close-on-exec). */
+/* fdpass.loop.epoll() -> epoll object (close-on-exec). */
 static int l_epoll(lua_State *L)
 {
-    lepoll *e = compat_newuserdata(L, sizeof *e);
+    fdp_epoll *e = compat_newuserdata(L, sizeof *e);
+    e->cls = CLASS_TAG(UV_EPOLL);
     e->fd = -1;
     e->keys = LUA_NOREF;
-    luaL_setmetatable(L, EPOLL_MT);
+    lua_pushvalue(L, lua_upvalueindex(UV_EPOLL));
+    lua_setmetatable(L, -2);
     lua_newtable(L);
     e->keys = luaL_ref(L, LUA_REGISTRYINDEX);
     e->fd = epoll_create1(EPOLL_CLOEXEC);
     if (e->fd < 0)
         return push_error(L, "epoll", -errno, NULL);
     return 1;
-}
-
-/* fdpass.pidfd_open(pid) -> fd object that polls readable once the
- * process has exited (a zombie counts); nil, msg, "ENOSYS" before Linux
- * 5.3, "ESRCH" when there is no such process. */
-static int l_pidfd_open(lua_State *L)
-{
-    lua_Integer pid = luaL_checkinteger(L, 1);
-    luaL_argcheck(L, pid > 0 && pid <= INT32_MAX, 1, "pid must be a positive integer");
-#ifdef SYS_pidfd_open
-    int fd = (int)syscall(SYS_pidfd_open, (int)pid, 0); /* always close-on-exec */
-    if (fd < 0)
-        return push_error(L, "pidfd_open", -errno, NULL);
-    push_fd(L, fd);
-    return 1;
-#else
-    return push_error(L, "pidfd_open", -ENOSYS, NULL);
-#endif
 }
 
 int open_epoll(lua_State *L)
@@ -222,10 +190,8 @@ int open_epoll(lua_State *L)
     static const luaL_Reg meta[] = {
         { "__gc", ep_close }, { "__close", ep_close }, { "__tostring", ep_tostring }, { NULL, NULL },
     };
-    new_class(L, EPOLL_MT, methods, meta);
-    static const luaL_Reg funcs[] = {
-        { "epoll", l_epoll }, { "pidfd_open", l_pidfd_open }, { NULL, NULL },
-    };
-    luaL_setfuncs(L, funcs, 0);
+    static const luaL_Reg funcs[] = { { "epoll", l_epoll }, { NULL, NULL } };
+    set_class(L, EPOLL_MT, methods, meta);
+    set_funcs(L, funcs, "");
     return 0;
 }
