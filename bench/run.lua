@@ -208,10 +208,12 @@ local function handover_at(n, runs)
   local h = { n = n, runs = {}, floor = {}, floor_cpu = {} }
   handover[#handover + 1] = h
   -- the old side holds n connections and, while handoff_all's message is
-  -- queued, a duplicate of each descriptor the socket has not taken yet
-  if 2 * n + 64 > nofile_hard then
-    h.note = ("not run: the old side needs up to %d descriptors (n, and the queued duplicates), "
-      .. "RLIMIT_NOFILE's hard limit is %d here"):format(2 * n + 64, nofile_hard)
+  -- queued, a duplicate of each descriptor the socket has not taken yet:
+  -- n + 64 is the least it needs (near the limit a run may fail with EMFILE,
+  -- which the table then says)
+  if n + 64 > nofile_hard then
+    h.note = ("not run: the old side needs at least %d descriptors (up to %d with handoff_all's "
+      .. "queued duplicates), RLIMIT_NOFILE's hard limit is %d here"):format(n + 64, 2 * n + 64, nofile_hard)
     return
   end
   for _ = 1, runs do
@@ -219,11 +221,12 @@ local function handover_at(n, runs)
     local r = {}
     for k, v in out:gmatch("([%w_]+)=([%d.]+)") do r[k] = tonumber(v) end
     if not okay or not r.handover_ms then
-      h.note = "failed: " .. last_line(out)
-      return
+      h.note, h.failed = "failed: " .. last_line(out), (h.failed or 0) + 1
+      log("handover-failed", n, h.note)
+    else
+      log("handover", out:match("conns=[^\n]*"))
+      h.runs[#h.runs + 1] = r
     end
-    log("handover", out:match("conns=[^\n]*"))
-    h.runs[#h.runs + 1] = r
     local fout = finish(start(("timeout 60 %s floor %d 3"):format(HBENCH, n)))
     local f = tonumber(fout:match("floor_ms=([%d.]+)"))
     if f then
@@ -315,11 +318,12 @@ for _, h in ipairs(handover) do
     h.marginal = prev and (h.cpu - prev.cpu) * 1e3 / (h.n - prev.n)
     local marginal = h.marginal and ("%.2f"):format(h.marginal) or "-"
     hrows[#hrows + 1] = ("| %d | %.1f ms | %s | %s | %.1f + %.1f ms | %s | %.1f ms | %.1f ms | %.1f ms "
-      .. "| %.1f ms | %.1f ms | %s | %.1f / %.1f MiB | %.0f / %.0f | %d |")
+      .. "| %.1f ms | %.1f ms | %s | %.1f / %.1f MiB | %.0f / %.0f | %s |")
       :format(h.n, h.ms, h.floor_ms and ("%.2f ms"):format(h.floor_ms) or "?",
         h.floor_ms and ("%.1f×"):format(h.ms / h.floor_ms) or "?", h.old_cpu, h.new_cpu,
         h.floor_cpu and ("%.2f ms"):format(h.floor_cpu) or "?", h.spawn, h.commit, h.send,
-        h.recv, h.loop, marginal, h.old_kb / 1024, h.new_kb / 1024, h.old_b, h.new_b, #h.runs)
+        h.recv, h.loop, marginal, h.old_kb / 1024, h.new_kb / 1024, h.old_b, h.new_b,
+        h.failed and ("%d (and %d %s)"):format(#h.runs, h.failed, h.note) or tostring(#h.runs))
     prev = h
   else
     hrows[#hrows + 1] = ("| %d | %s | | | | | | | | | | | | | |"):format(h.n, h.note or "?")
