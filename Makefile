@@ -140,8 +140,19 @@ LUA_ENV = LUA_PATH_$(subst .,_,$(LUA_ABI))="$(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/
           LUA_CPATH="$(CURDIR)/$(BUILD)/lua$(LUA_VERSION)/?.so;;" \
           FDPASS_LUA=$(LUA) FDPASS_CTESTS="$(CTEST_BIN)"
 
-test: all deps
+test: all deps stack-cores
 	@$(LUA_ENV) $(LUA) spec/run.lua
+
+# The adapters' specs (spec/adapters_*_spec.lua) run lua-http and copas on
+# Lua 5.1 whatever Lua runs the suite (Debian has them for 5.1 and LuaJIT
+# only): fdpass.core is built for STACK_LUA_VERSIONS too, into the same
+# $(BUILD). spec/stackload.lua finds it there.
+STACK_LUA_VERSIONS ?= 5.1
+.PHONY: stack-cores
+stack-cores:
+	@for v in $(STACK_LUA_VERSIONS); do [ "$$v" = "$(LUA_VERSION)" ] || \
+	  $(MAKE) -s --no-print-directory LUA_VERSION=$$v BUILD=$(BUILD) SANFLAGS="$(SANFLAGS)" \
+	    $(BUILD)/lua$$v/fdpass/core.so || exit 1; done
 
 # The whole suite on every Lua of LUA_VERSIONS, one after the other (each
 # builds into its own build/lua<version>); ends with the totals of all.
@@ -164,7 +175,7 @@ test-all:
 # preloaded into it (and so into the processes the specs start).
 SAN := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 sanitize: deps
-	@$(MAKE) --no-print-directory BUILD=build-san SANFLAGS="$(SAN)" all
+	@$(MAKE) --no-print-directory BUILD=build-san SANFLAGS="$(SAN)" all stack-cores
 	@$(MAKE) --no-print-directory BUILD=build-san SANFLAGS="$(SAN)" test-san
 
 test-san: deps
@@ -318,6 +329,12 @@ bench-publish:
 	@test -f $(BENCH_OUT)/RESULTS.md || $(MAKE) --no-print-directory bench
 	cp $(BENCH_OUT)/RESULTS.md bench/RESULTS.md
 	@if [ -f $(BENCH_OUT)/fds.svg ]; then cp $(BENCH_OUT)/fds.svg bench/fds.svg; fi
+
+# Issue 10's loop-gap harness: the worst gap of a serving loop under each
+# attack, measured inside it (ROUNDS=3; LOAD=1 adds keep-alive HTTP load).
+.PHONY: bench-attack
+bench-attack: all
+	@$(LUA_ENV) LOAD=$(LOAD) $(LUA) bench/attack_gaps.lua $(or $(ROUNDS),3)
 
 # ---- lint and doc. `make lint` (`make -k lint` to see every failure):
 # luacheck over every Lua file (.luacheckrc: std "min", what 5.1, 5.3,

@@ -1,10 +1,13 @@
 -- A keep-alive HTTP load for the upgrade demo: CONNS connections each send
 -- GET, wait for the whole answer, and send the next, until SIGTERM or
 -- MAX_SECONDS. Every connection the server closes or resets is counted:
--- the point of the demo is that none is.
+-- the point of the demo is that none is. An answer that says
+-- "Connection: close" is a polite close: counted apart, and a new
+-- connection takes its place.
 --
 -- usage: lua5.4 examples/http_load.lua PORT [CONNS=16] [MAX_SECONDS=300]
--- prints: load: sent=N answered=N failed=N reset=N refused=N
+-- prints: load: sent=N answered=N failed=N reset=N refused=N inflight=N
+--   closed=N (polite closes) worst_us=N (the slowest answer, microseconds)
 local fdpass = require "fdpass"
 
 local port = assert(tonumber(arg[1]), "usage: http_load.lua PORT [CONNS] [MAX_SECONDS]")
@@ -12,7 +15,7 @@ local nconns = tonumber(arg[2]) or 16
 local max_seconds = tonumber(arg[3]) or 300
 local REQUEST = "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
 
-local stats = { sent = 0, answered = 0, failed = 0, reset = 0, refused = 0 }
+local stats = { sent = 0, answered = 0, failed = 0, reset = 0, refused = 0, closed = 0, worst = 0 }
 local conns = {}
 local stop = assert(fdpass.signals { "TERM", "INT" })
 
@@ -23,7 +26,7 @@ local function connect()
     io.stderr:write("load: ", err, "\n")
     return nil
   end
-  local c = { fd = fd, buf = "", out = REQUEST }
+  local c = { fd = fd, buf = "", out = REQUEST, since = fdpass.monotonic() }
   conns[fd] = c
   stats.sent = stats.sent + 1
   return c
@@ -55,9 +58,20 @@ local function on_answer(c)
     local length = tonumber(c.buf:sub(1, head_end):lower():match("\ncontent%-length:%s*(%d+)"))
     if not length or #c.buf < head_end + 3 + length then return end
     local ok = c.buf:match("^HTTP/1%.1 200 ")
+    local close = c.buf:sub(1, head_end):lower():find("\nconnection:%s*close") ~= nil
     c.buf = c.buf:sub(head_end + 4 + length)
     if ok then stats.answered = stats.answered + 1 else stats.failed = stats.failed + 1 end
-    c.out = REQUEST
+    local t = fdpass.monotonic()
+    stats.worst = math.max(stats.worst, t - c.since)
+    if close then -- polite: the server said so; a new connection goes on
+      conns[c.fd] = nil
+      c.fd:close()
+      stats.closed = stats.closed + 1
+      local n = connect()
+      if n then flush(n) end
+      return
+    end
+    c.out, c.since = REQUEST, t
     stats.sent = stats.sent + 1
     flush(c)
     if not conns[c.fd] then return end
@@ -105,5 +119,6 @@ for _, c in pairs(conns) do
   inflight = inflight + 1
   c.fd:close()
 end
-print(("load: sent=%d answered=%d failed=%d reset=%d refused=%d inflight=%d")
-  :format(stats.sent, stats.answered, stats.failed, stats.reset, stats.refused, inflight))
+print(("load: sent=%d answered=%d failed=%d reset=%d refused=%d inflight=%d closed=%d worst_us=%d")
+  :format(stats.sent, stats.answered, stats.failed, stats.reset, stats.refused, inflight, stats.closed,
+    math.floor(stats.worst * 1e6)))

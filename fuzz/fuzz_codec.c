@@ -1,4 +1,4 @@
-/* libFuzzer target: fdpass.decode on untrusted bytes, and the round trip.
+/* libFuzzer target: fdpass.codec.decode on untrusted bytes, and the round trip.
  *
  * Each input gets a fresh lua_State with fdpass.core loaded (the binding
  * and libfdpass are compiled into this binary). decode(input) must return

@@ -1,6 +1,6 @@
 /* libFuzzer target: an upgrade handshake message as the new copy gets it.
  *
- * The input is a mode byte and a payload (what fdpass.encode would make of
+ * The input is a mode byte and a payload (what fdpass.codec.encode would make of
  * a HELLO, FDS, STATE, CONN ... table). The payload is wrapped in valid
  * records (this file writes the 20-byte headers itself), with /dev/null
  * descriptors on them, and written into a socketpair; then, in Lua, the

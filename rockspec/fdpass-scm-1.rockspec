@@ -40,6 +40,11 @@ build = {
     ["fdpass.net"] = "lua/fdpass/net.lua",
     ["fdpass.loop"] = "lua/fdpass/loop.lua",
     ["fdpass.codec"] = "lua/fdpass/codec.lua",
+    ["fdpass.adapters.core"] = "lua/fdpass/adapters/core.lua",
+    ["fdpass.adapters.cqueues"] = "lua/fdpass/adapters/cqueues.lua",
+    ["fdpass.adapters.http"] = "lua/fdpass/adapters/http.lua",
+    ["fdpass.adapters.copas"] = "lua/fdpass/adapters/copas.lua",
+    ["fdpass.adapters.luv"] = "lua/fdpass/adapters/luv.lua",
     ["fdpass.core"] = {
       -- the binding carries libfdpass inside it: nothing else to install.
       -- Every src/lua/*.c and src/lib/*.c, as the Makefile builds it:

@@ -91,13 +91,29 @@ fi
 
 # Every module of the rock loads from the rock alone (a C source missing
 # from the rockspec shows as an undefined symbol here).
-mods=$(sed -n -e 's|^lua \(.*\)\.lua$|\1|p' -e 's|^c \(.*\)\.so$|\1|p' "$tmp/rock-files" | tr / .)
+# The adapters (fdpass.adapters.*) need their stack (lua-http, copas,
+# luv), which is no part of the rock: they load in a second step, with the
+# system's paths after the rock's, where their stack is installed.
+mods=$(sed -n -e 's|^lua \(.*\)\.lua$|\1|p' -e 's|^c \(.*\)\.so$|\1|p' "$tmp/rock-files" | tr / . \
+  | grep -v '^fdpass\.adapters\.')
+adapters=$(sed -n 's|^lua \(fdpass/adapters/.*\)\.lua$|\1|p' "$tmp/rock-files" | tr / .)
 sfx=$(echo "$abi" | tr . _) lpath="$tmp/rock/share/lua/$abi/?.lua;$tmp/rock/share/lua/$abi/?/init.lua" cpath="$tmp/rock/lib/lua/$abi/?.so"
 if ! (cd / && env "LUA_PATH_$sfx=$lpath" "LUA_CPATH_$sfx=$cpath" LUA_PATH="$lpath" LUA_CPATH="$cpath" \
        FDPASS_MODULES="$mods" "$lua" -e 'for m in os.getenv("FDPASS_MODULES"):gmatch("%S+") do require(m) end') \
      2> "$tmp/load.err"; then
   echo "install-parity: the rock's modules do not load from the rock:" >&2
   cat "$tmp/load.err" >&2
+  status=1
+fi
+if ! (cd / && env "LUA_PATH_$sfx=$lpath;;" "LUA_CPATH_$sfx=$cpath;;" LUA_PATH="$lpath;;" LUA_CPATH="$cpath;;" \
+       FDPASS_MODULES="$adapters" "$lua" -e '
+         local stack = { ["fdpass.adapters.http"] = "http.server", ["fdpass.adapters.cqueues"] = "cqueues",
+           ["fdpass.adapters.copas"] = "copas", ["fdpass.adapters.luv"] = "luv" }
+         for m in os.getenv("FDPASS_MODULES"):gmatch("%S+") do
+           if not stack[m] or pcall(require, stack[m]) then require(m) end
+         end') 2> "$tmp/load-adapters.err"; then
+  echo "install-parity: the rock's adapters do not load (with their stacks from the system):" >&2
+  cat "$tmp/load-adapters.err" >&2
   status=1
 fi
 [ $status = 0 ] && echo "install-parity: make install and $rockspec install the same $(wc -l < "$tmp/make-files") files, and they load ($(tr '\n' ' ' < "$tmp/make-files" | sed 's/ $//'))"

@@ -46,7 +46,7 @@ int unix_addr(const char *addr, struct sockaddr_un *sa, socklen_t *len)
 
 /* A socket file that nobody answers on is left over from a dead process:
  * it may go. Anything else at the path stays. */
-static int clear_stale(const char *path, const struct sockaddr_un *sa, socklen_t len, int type)
+static int clear_stale(const char *path, const struct sockaddr_un *sa, socklen_t len)
 {
     struct stat st;
     if (lstat(path, &st) < 0)
@@ -56,7 +56,6 @@ static int clear_stale(const char *path, const struct sockaddr_un *sa, socklen_t
     /* A datagram probe: any live socket bound there answers EPROTOTYPE (or
      * accepts it, if it is a datagram one) and nothing lands in a live
      * listener's accept queue; only a dead file says ECONNREFUSED. */
-    (void)type;
     int probe = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     if (probe < 0)
         return -errno;
@@ -85,7 +84,7 @@ int unix_bind(const char *addr, int type, unsigned mode)
     if (r < 0)
         return r;
     int path = addr[0] != '@';
-    if (path && (r = clear_stale(addr, &sa, len, type)) < 0)
+    if (path && (r = clear_stale(addr, &sa, len)) < 0)
         return r;
     int fd = socket(AF_UNIX, type | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0)

@@ -139,7 +139,7 @@ static void encode_value(lua_State *L, obuf *b, int idx, int depth)
     }
 }
 
-/* fdpass.encode(value) -> string */
+/* fdpass.codec.encode(value) -> string */
 static int l_encode(lua_State *L)
 {
     if (lua_isnone(L, 1))
@@ -258,7 +258,7 @@ static int decode_value(lua_State *L, reader *r, int depth)
     }
 }
 
-/* fdpass.decode(string) -> value | nil, msg, "EPROTO" */
+/* fdpass.codec.decode(string) -> value | nil, msg, "EPROTO" */
 static int l_decode(lua_State *L)
 {
     size_t len;

@@ -1,0 +1,54 @@
+-- A plain luv (libuv) keep-alive HTTP server: every answer names the
+-- serving pid and counts the requests served. Compare with luv_server.lua,
+-- the same server upgrading itself with fdpass (`diff` them).
+--
+-- usage: lua5.4 examples/luv_plain.lua PORT
+local uv = require "luv"
+
+local port = assert(tonumber(arg[1]), "usage: " .. arg[0] .. " PORT [CONTROL_ADDR [PIDFILE]]")
+local pid = io.open("/proc/self/stat"):read("*n")
+local stats = { served = 0 }
+
+-- Answers every complete request at the start of buf; returns the rest
+-- (a request not yet complete), or nil once the connection is closing.
+local function answer(tcp, buf)
+  while true do
+    local head_end = buf:find("\r\n\r\n", 1, true)
+    if not head_end then return buf end
+    local head = buf:sub(1, head_end):lower()
+    local length = tonumber(head:match("\ncontent%-length:%s*(%d+)")) or 0
+    if #buf < head_end + 3 + length then return buf end
+    buf = buf:sub(head_end + 4 + length)
+    local close = head:find("\nconnection:%s*close") ~= nil
+    stats.served = stats.served + 1
+    local body = ("%d served %d\n"):format(pid, stats.served)
+    tcp:write(("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n%s\r\n%s")
+      :format(#body, close and "Connection: close\r\n" or "", body))
+    if close then
+      tcp:read_stop()
+      tcp:shutdown(function() tcp:close() end)
+      return nil
+    end
+  end
+end
+
+-- One connection; buf: bytes of it read but not answered yet.
+local function serve(tcp, buf)
+  buf = answer(tcp, buf)
+  tcp:read_start(function(err, data)
+    if err or not data then
+      tcp:read_stop()
+      if not tcp:is_closing() then tcp:close() end
+    elseif buf then
+      buf = answer(tcp, buf .. data)
+    end
+  end)
+end
+
+local server = uv.new_tcp()
+assert(server:bind("127.0.0.1", port))
+assert(server:listen(128, function()
+  local tcp = uv.new_tcp()
+  if server:accept(tcp) then serve(tcp, "") else tcp:close() end
+end))
+uv.run()
