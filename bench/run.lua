@@ -67,6 +67,8 @@ local CONTENDERS = {
   { id = "cframed", label = "C API fdpass_send/recv", cmd = CBENCH .. " framed" },
   { id = "lframed", label = "Lua 5.4 ch:send/recv, fd:close()", cmd = LUA .. " bench/lbench.lua framed" },
   { id = "lraw", label = "Lua 5.4 ch:sendmsg/recvmsg, fd:close()", cmd = LUA .. " bench/lbench.lua raw" },
+  { id = "linto", label = "Lua 5.4 ch:recv(nil, into) (one table reused), fd:close()",
+    cmd = LUA .. " bench/lbench.lua into" },
   { id = "lset", label = "Lua 5.4 ch:send/recv \"set\", set:close()", cmd = LUA .. " bench/lbench.lua set" },
   { id = "jframed", label = "LuaJIT ch:send/recv, fd:close()", env = JIT_ENV, cmd = "luajit bench/lbench.lua framed",
     missing = not have_jit and "not built (make LUA_VERSION=jit)" },
