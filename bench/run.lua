@@ -358,13 +358,14 @@ verdict("Handover 10,000 conns + 1 MiB state, times the kernel floor for 10,000 
   h10 and h10.ms and h10.floor_ms and h10.ms / h10.floor_ms, "%.1f×", 3, true)
 verdict("(the same in CPU time of both sides, for reference)",
   h10 and h10.cpu and h10.floor_cpu and h10.cpu / h10.floor_cpu, "%.1f×", 3, true)
-local largest, first_m, last_m
+local largest, first_m, last_m, steps = nil, nil, nil, 0
 for _, h in ipairs(handover) do
   if h.ms then
     largest = h
-    if h.marginal then first_m, last_m = first_m or h.marginal, h.marginal end
+    if h.marginal then first_m, last_m, steps = first_m or h.marginal, h.marginal, steps + 1 end
   end
 end
+if steps < 2 then first_m = nil end -- one step says nothing about growth
 local h100
 for _, h in ipairs(handover) do if h.n == 100000 then h100 = h end end
 local lin = first_m and last_m and last_m / first_m
@@ -378,6 +379,17 @@ end
 verdicts[#verdicts + 1] = ("| Peak memory of both sides per connection | %s | reported | **%s** |")
   :format(h10 and h10.old_b and ("10,000: old %.0f B, new %.0f B"):format(h10.old_b, h10.new_b) or "-",
     h10 and h10.old_b and "MET" or "NOT MEASURED")
+local counted, installed = {}, 0
+for _, c in ipairs(CONTENDERS) do
+  if not c.missing then
+    installed = installed + 1
+    if instr[c.id] and instr[c.id]["1"] then counted[#counted + 1] = c.id end
+  end
+end
+verdicts[#verdicts + 1] = ("| make bench: callgrind instructions beside the rates for every contender, "
+  .. "the plot, a verdict per target | instructions for %d of %d installed contenders; plot %s | all | **%s** |")
+  :format(#counted, installed, ok("command -v gnuplot") and "drawn" or "not drawn (no gnuplot)",
+    #counted == installed and "MET" or "MISSED")
 local vtbl = "| target (issue 14) | measured | target | verdict |\n| --- | ---: | ---: | --- |\n"
   .. table.concat(verdicts, "\n")
 
