@@ -21,6 +21,7 @@ local CG = tonumber(os.getenv("BENCH_CG") or "") or (QUICK and 1000 or 2000)
 local HSIZES = os.getenv("BENCH_HANDOVER") or (QUICK and "5000 10000" or "2500 5000 10000 30000 100000")
 local HRUNS = tonumber(os.getenv("BENCH_HRUNS") or "") or (QUICK and 3 or 5)
 local CBENCH = os.getenv("FDPASS_CBENCH") or "build/bench/cbench"
+local LIBFDPASS = os.getenv("FDPASS_LIBFDPASS") or "build/libfdpass.so"
 local HBENCH = os.getenv("FDPASS_HBENCH") or "build/bench/hbench"
 local LUA = os.getenv("FDPASS_LUA") or "lua5.4"
 local JIT_CPATH = os.getenv("FDPASS_LUAJIT_CPATH") or "build/luajit/?.so"
@@ -74,6 +75,8 @@ local CONTENDERS = {
     missing = not have_jit and "not built (make LUA_VERSION=jit)" },
   { id = "jset", label = "LuaJIT ch:send/recv \"set\", set:close()", env = JIT_ENV, cmd = "luajit bench/lbench.lua set",
     missing = not have_jit and "not built (make LUA_VERSION=jit)" },
+  { id = "jffi", label = "LuaJIT FFI over the C API, close(2) (bench/ffibench.lua: no fd objects)",
+    cmd = "luajit bench/ffibench.lua " .. LIBFDPASS, missing = not ok("luajit -v") and "luajit not installed" },
   { id = "python", label = "Python socket.send_fds/recv_fds", cmd = PYTHON .. " bench/pybench.py",
     missing = not have_python and "not installed (python3 >= 3.9)" },
   { id = "cqueues", label = "cqueues sendfd/recvfd (1 fd each)", cmd = LUA .. " bench/cqbench.lua",
@@ -352,6 +355,8 @@ verdict("Lua 5.4 default API: 1 fd, share of the floor's rate", lr["1"], "%.2f",
 verdict("Lua 5.4 default API: 253 fds, share of the floor's rate", lr["253"], "%.2f", 0.95)
 verdict("Lua 5.4 default API: 64 KiB payload, share of the floor's rate", lr["64k"], "%.2f", 0.90)
 verdict("LuaJIT default API: instructions per 1-fd round trip", ji["1"], "%.0f", 1000, true)
+verdict("(LuaJIT FFI over libfdpass's C API, a prototype in bench/: instructions per 1-fd round trip)",
+  instr.jffi and instr.jffi["1"], "%.0f", 1000, true)
 local h10
 for _, h in ipairs(handover) do if h.n == 10000 then h10 = h end end
 verdict("Handover 10,000 conns + 1 MiB state, times the kernel floor for 10,000 fds (wall)",
