@@ -219,6 +219,9 @@ static int hold_main(int port, size_t n)
         if (r == 0 || (r < 0 && errno != EINTR))
             break;
     }
+    for (size_t i = 0; i < n; i++)
+        close(held[i]);
+    free(held);
     return 0;
 }
 
