@@ -322,7 +322,7 @@ bench: all deps $(CBENCH) $(HBENCH)
 	  $(BUILD)/luajit/fdpass/core.so >/dev/null; fi
 	@mkdir -p $(BENCH_OUT)
 	@ulimit -n 200000 2>/dev/null || ulimit -n $$(ulimit -Hn); \
-	  $(LUA_ENV) FDPASS_CBENCH=$(CBENCH) FDPASS_HBENCH=$(HBENCH) \
+	  $(LUA_ENV) FDPASS_CBENCH=$(CBENCH) FDPASS_HBENCH=$(HBENCH) FDPASS_LIBFDPASS=$(abspath $(BUILD))/libfdpass.so \
 	  FDPASS_LUAJIT_CPATH="$(CURDIR)/$(BUILD)/luajit/?.so" BENCH_OUT=$(BENCH_OUT) QUICK=$(QUICK) \
 	  $(LUA) bench/run.lua
 bench-publish:
