@@ -432,6 +432,30 @@ T.test_mainpid_never_sent_is_waited_for_by_close_then_logged_once = function()
   assert(ok, err)
 end
 
+-- The rendezvous name is world-readable (/proc/net/unix): it shows
+-- nothing of the token that the new copy proves itself with.
+T.test_rendezvous_name_shows_nothing_of_the_token = function()
+  local report = os.tmpname()
+  local up = upgrade.new { rendezvous = true, timeouts = timeouts { hello = 2 }, argv = { H.lua, "-e", ([[
+    local f = assert(io.open(%q, "w"))
+    f:write(os.getenv("FDPASS_UPGRADE_ADDR"), "\n", os.getenv("FDPASS_UPGRADE_TOKEN"), "\n")
+    f:close()
+    os.exit(1)
+  ]]):format(report) } }
+  assert(up:upgrade())
+  local ev = drive(up)
+  lu.assertEquals(ev, "failed")
+  up:close()
+  local addr, token = read_file(report):match("^(%S+)\n(%x+)\n$")
+  os.remove(report)
+  lu.assertNotNil(addr, "the copy did not report its address and token")
+  lu.assertEquals(#token, 32)
+  for i = 1, #token - 5 do
+    lu.assertNil(addr:find(token:sub(i, i + 5), 1, true), ("the name %s shows the token's %s"):format(addr,
+      token:sub(i, i + 5)))
+  end
+end
+
 TestUpgradeApi = H.suite(T)
 
 H.run()
