@@ -69,6 +69,36 @@ T.test_unknown_options_raise_naming_the_key = function()
   up:close()
 end
 
+T.test_listen_creates_on_a_fresh_start_and_close_releases_everything = function()
+  collectgarbage()
+  collectgarbage("stop")
+  local before = fdpass.fdcount()
+  local control = ("@fdpass-spec-api-close-%d"):format(fos.getpid())
+  local up = upgrade.new { argv = { "unused" }, control = control, signal = "USR1" }
+  lu.assertNil(up:inherit())
+  local made = 0
+  local l = assert(up:listen("http", function() made = made + 1; return net.tcp_listen("127.0.0.1", 0) end))
+  lu.assertEquals(made, 1)
+  lu.assertTrue(fdpass.info(l).listening)
+  -- a stats request, answered from step()
+  local ch = assert(fdpass.connect(control, 2))
+  assert(ch:send(fdpass.encode { cmd = "stats" }, nil, 2))
+  local deadline, answer = now() + 5
+  repeat
+    loop.poll({ up }, nil, 0.1)
+    up:step()
+    answer = ch:recv(0)
+  until answer or now() > deadline
+  ch:close()
+  lu.assertEquals(fdpass.decode(answer or "").generation, 1, "the control socket is not served")
+  up:close()
+  l:close()
+  local after = fdpass.fdcount()
+  collectgarbage("restart")
+  lu.assertEquals(after, before, "close() left descriptors")
+  lu.assertNil(fdpass.connect(control, 1), "the control socket still listens")
+end
+
 -- ---- the pollable protocol --------------------------------------------------------
 
 T.test_one_descriptor_for_the_whole_life_and_no_busy_loop = function()
@@ -96,6 +126,34 @@ T.test_one_descriptor_for_the_whole_life_and_no_busy_loop = function()
   l:close()
 end
 
+-- cqueues takes the upgrader as a pollable as it is (pollfd, events,
+-- timeout): an upgrade runs to its end inside a cqueue, the loop never
+-- blocked by it, and the descriptor is the same afterwards.
+T.test_cqueues_polls_the_upgrader_as_it_is = function()
+  local ok, cqueues = pcall(require, "cqueues")
+  if not ok then H.skip("cqueues is not installed for this Lua") end
+  local up = upgrade.new { argv = { H.lua, "-e", "io.stderr:write('bye\\n') os.exit(7)" }, timeouts = timeouts() }
+  local fd = up:pollfd()
+  local cq = cqueues.new()
+  local ev, err, ticks = nil, nil, 0
+  cq:wrap(function()
+    assert(up:upgrade())
+    repeat
+      ev, err = up:step()
+      if not ev then cqueues.poll(up) end
+    until ev
+  end)
+  cq:wrap(function() -- another task of the same loop keeps running
+    while not ev do ticks = ticks + 1; cqueues.sleep(0.01) end
+  end)
+  assert(cq:loop(20))
+  lu.assertEquals(ev, "failed")
+  lu.assertStrMatches(tostring(err), "new copy %d+ exited 7 before HELLO: bye")
+  lu.assertTrue(ticks > 0, "the other task never ran")
+  lu.assertEquals(up:pollfd(), fd)
+  up:close()
+end
+
 T.test_descriptors_sent_with_hello_are_closed_at_once = function()
   local up = upgrade.new { argv = { H.lua, "-e", [[
     local fdpass = require "fdpass"
@@ -116,6 +174,43 @@ T.test_descriptors_sent_with_hello_are_closed_at_once = function()
   lu.assertEquals(ev, "failed")
   lu.assertStrContains(err.reason, "no common protocol version")
   lu.assertEquals(after, before, "descriptors of the copy's messages are still held")
+  up:close()
+end
+
+T.test_descriptors_sent_with_ready_and_committed_are_closed_at_once = function()
+  local up = upgrade.new { argv = { H.lua, "-e", [[
+    local fdpass = require "fdpass"
+    local ch = fdpass.channel(3)
+    local function send(msg, fds) assert(ch:send(fdpass.encode(msg), fds, 5)) end
+    local junk = {}
+    for i = 1, 16 do junk[i] = fdpass.dup(0) end
+    send({ t = "HELLO", versions = { 1 }, pid = fdpass.getpid() }, junk)
+    for _, want in ipairs { "WELCOME", "FDS", "STATE" } do
+      local data, fds = assert(ch:recv(5))
+      assert(fdpass.decode(data).t == want)
+      fdpass.close_all(fds)
+    end
+    send({ t = "NEWS" }, junk)
+    send({ t = "READY", claimed = {}, unclaimed = {} }, junk)
+    assert(fdpass.decode((assert(ch:recv(5)))).t == "COMMIT")
+    send({ t = "COMMITTED", pid = fdpass.getpid() }, junk)
+    repeat -- the final STATE, then DONE
+      local data = ch:recv(5)
+    until not data or fdpass.decode(data).t == "DONE"
+  ]] }, timeouts = timeouts() }
+  collectgarbage()
+  collectgarbage("stop") -- counted without the collector's help
+  local before = fdpass.fdcount()
+  assert(up:upgrade())
+  local ev, info = drive(up)
+  lu.assertEquals(ev, "upgraded", tostring(info))
+  local during = fdpass.fdcount()
+  lu.assertTrue(up:finish())
+  local after = fdpass.fdcount()
+  collectgarbage("restart")
+  lu.assertEquals(during, before + 1, "beyond the channel to the new copy, descriptors are held")
+  lu.assertEquals(after, before)
+  H.expect_exit(up:new_process(), 0, 5)
   up:close()
 end
 

@@ -146,7 +146,13 @@ end
 
 T.test_a_pidfd_is_readable_once_the_process_is_a_zombie = function()
   local p = assert(fdpass.spawn { "sleep", "0.2" })
-  local pidfd = assert(fos.pidfd_open(p:pid()))
+  local pidfd, err, code = fos.pidfd_open(p:pid())
+  if code == "ENOSYS" then -- before Linux 5.3, or under valgrind: the documented answer
+    lu.assertStrContains(err, "pidfd_open")
+    p:wait()
+    H.skip("pidfd_open: ENOSYS here (the upgrade falls back to a bounded /proc wait)")
+  end
+  assert(pidfd, err)
   lu.assertTrue(fdpass.info(pidfd).cloexec)
   lu.assertEquals(#loop.poll({ pidfd }, nil, 0), 0, "readable while it runs")
   lu.assertEquals(#loop.poll({ pidfd }, nil, 5), 1, "not readable after it exited")
@@ -155,8 +161,8 @@ T.test_a_pidfd_is_readable_once_the_process_is_a_zombie = function()
   pidfd:close()
   local unused = 4194303 -- the highest pid Linux can give (pid_max 2^22)
   if not fos.kill(unused, 0) then
-    local none, _, code = fos.pidfd_open(unused)
-    lu.assertEquals({ none, code }, { nil, "ESRCH" })
+    local none, _, ecode = fos.pidfd_open(unused)
+    lu.assertEquals({ none, ecode }, { nil, "ESRCH" })
   end
 end
 

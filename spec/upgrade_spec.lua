@@ -490,6 +490,36 @@ T.test_new_copy_closes_and_reports_descriptors_whose_identity_lies = function()
   H.close_all { good, other, file, ua, ub }
 end
 
+-- Descriptors where none is wanted: beyond WELCOME's one, with an unknown
+-- message, STATE, COMMIT, the final STATE and DONE. The copy counts its
+-- descriptors with the collector stopped: each must be closed at once.
+T.test_new_copy_closes_descriptors_that_come_where_none_is_wanted = function()
+  local good = assert(fdpass.tcp_listen("127.0.0.1", 0))
+  local junk = H.fds(10)
+  local ch, proc, r, w = spawn_new_copy("ok")
+  lu.assertEquals(decode_recv(ch).t, "HELLO")
+  encode_send(ch, { t = "WELCOME", version = 1, generation = 7, pid = fdpass.getpid() },
+    { w, junk[1], junk[2], junk[3], junk[4], junk[5] })
+  w:close()
+  send_fds(ch, { { "good", good } })
+  encode_send(ch, { t = "NEWS" }, junk)
+  encode_send(ch, { t = "STATE", state = { served = 1 } }, junk)
+  lu.assertEquals(decode_recv(ch).t, "READY")
+  encode_send(ch, { t = "COMMIT" }, junk)
+  lu.assertEquals(decode_recv(ch).t, "COMMITTED")
+  encode_send(ch, { t = "STATE", final = true, state = { served = 2 } }, junk)
+  encode_send(ch, { t = "DONE" }, junk)
+  ch:close()
+  H.close_all(junk)
+  H.expect_exit(proc, 0, 5)
+  local rep = reports(read_to_eof(r))
+  r:close()
+  -- WELCOME's stderr, the old process's pidfd and the listener; then the
+  -- listener; then the listener without the channel
+  lu.assertEquals({ rep.hook_fds, rep.after_fds, rep.final_fds, rep.final_state }, { "3", "1", "0", "2" })
+  good:close()
+end
+
 T.test_a_batch_of_connections_arrives_in_order_and_entries_without_a_descriptor_pair_are_closed = function()
   local good = assert(fdpass.tcp_listen("127.0.0.1", 0))
   local ch, proc, r, w = spawn_new_copy("ok")

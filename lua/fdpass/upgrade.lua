@@ -20,58 +20,16 @@ local poller = require "fdpass.upgrade.poller"
 local control = require "fdpass.upgrade.control"
 local oldside = require "fdpass.upgrade.oldside"
 local newcopy = require "fdpass.upgrade.newcopy"
+local handover = require "fdpass.upgrade.handover"
+local options = require "fdpass.upgrade.options"
+local notify = require "fdpass.upgrade.notify"
 
 local M = { PROTOCOL_VERSIONS = P.VERSIONS, request = control.request, protocol = P }
-
-local DEFAULT_TIMEOUTS = {
-  hello = 10,    -- spawn to HELLO: the new copy's interpreter and script start
-  handover = 10, -- each message of descriptors and state; finish()'s flush
-  ready = 30,    -- state sent to READY: the app's inherit hook runs here
-  commit = 10,   -- COMMIT to COMMITTED, and READY to COMMIT on the new side
-  kill = 2,      -- TERM to KILL; how long a new copy waits for a dead old one
-}
 
 local now = fos.monotonic
 
 local Upgrader = {}
 Upgrader.__index = Upgrader
-
--- ---- options --------------------------------------------------------------------
-
-local OPTIONS = {
-  argv = "table", pidfile = "string", lockfile = "string", control = "any", timeouts = "table",
-  max_state = "number", max_fds = "number", log = "function", rendezvous = "boolean",
-  systemd = "any", signal = "any", stats = "function",
-}
-
-local function check_options(opts)
-  if opts == nil then return {} end
-  if type(opts) ~= "table" then
-    error("bad argument #1 to 'new' (table expected, got " .. type(opts) .. ")", 3)
-  end
-  for k, v in pairs(opts) do
-    local want = OPTIONS[k]
-    if not want then error(("fdpass.upgrade.new: unknown option '%s'"):format(tostring(k)), 3) end
-    if want ~= "any" and type(v) ~= want then
-      error(("fdpass.upgrade.new: option '%s' must be a %s, got %s"):format(k, want, type(v)), 3)
-    end
-  end
-  for k, v in pairs(opts.timeouts or {}) do
-    if not DEFAULT_TIMEOUTS[k] then
-      error(("fdpass.upgrade.new: unknown option 'timeouts.%s'"):format(tostring(k)), 3)
-    end
-    if type(v) ~= "number" or v < 0 then
-      error(("fdpass.upgrade.new: option 'timeouts.%s' must be a number >= 0"):format(k), 3)
-    end
-  end
-  local sig = opts.signal
-  if sig ~= nil and sig ~= false and type(sig) ~= "string" and type(sig) ~= "table" then
-    error("fdpass.upgrade.new: option 'signal' must be a signal name, a list of them or false", 3)
-  end
-  local c = opts.control
-  if c ~= nil and type(c) ~= "string" then fdpass.info(c) end -- raises now if no descriptor
-  return opts
-end
 
 --- Creates the upgrader of this process.
 -- @tparam[opt] table opts (unknown keys raise)
@@ -88,16 +46,31 @@ end
 --   socket (pid, uid and a random token checked) instead of descriptor 3;
 --   `systemd` (default true: notify when NOTIFY_SOCKET is set; false: never;
 --   `{fdstore = true}`: also put every listener in the descriptor store).
+-- @return the upgrader, or `nil, msg, code` (no descriptor to spare)
 function M.new(opts)
-  opts = check_options(opts)
-  local poll = assert(poller.new())
-  local self = setmetatable({}, Upgrader)
+  opts = options.check(opts, 3)
+  -- What the world can refuse (at RLIMIT_NOFILE, say) comes first, and
+  -- nothing is left open when it does.
+  local a, b, code = fdpass.socketpair() -- our uid as the kernel reports it to a peer
+  if not a then return nil, "upgrade.new: " .. tostring(b), code end
+  local uid = select(2, a:peercred())
+  a:close(); b:close()
+  local poll, perr, pcode = poller.new()
+  if not poll then return nil, "upgrade.new: " .. tostring(perr), pcode end
+  local sigfd
+  if opts.signal then
+    local serr, scode
+    sigfd, serr, scode = fos.signals(type(opts.signal) == "table" and opts.signal or { opts.signal })
+    if not sigfd then poll:close(); return nil, "upgrade.new: " .. tostring(serr), scode end
+    poll:watch("signal", sigfd, "r")
+  end
+  local self = setmetatable({ _uid = uid, _signals = sigfd }, Upgrader)
   self.argv = opts.argv or M.default_argv()
   self.pidfile = opts.pidfile
   self.lockfile = opts.lockfile or (opts.pidfile and opts.pidfile .. ".lock")
   self.rendezvous = opts.rendezvous
   self.timeouts = {}
-  for k, v in pairs(DEFAULT_TIMEOUTS) do self.timeouts[k] = (opts.timeouts or {})[k] or v end
+  for k, v in pairs(options.TIMEOUTS) do self.timeouts[k] = (opts.timeouts or {})[k] or v end
   self.max_state = opts.max_state or 64 * 1024 * 1024
   self.max_fds = opts.max_fds or 100000
   self.log = opts.log or function() end
@@ -110,15 +83,6 @@ function M.new(opts)
   self._queue = { first = 1, last = 0 }
   self._systemd = opts.systemd ~= false and (type(opts.systemd) == "table" and opts.systemd or {})
   self._control_opt, self._stats = opts.control, opts.stats
-  local a, b = fdpass.socketpair() -- our uid as the kernel reports it to a peer
-  self._uid = select(2, a:peercred())
-  a:close(); b:close()
-  local sig = opts.signal
-  if sig then
-    local s = assert(fos.signals(type(sig) == "table" and sig or { sig }))
-    self._signals = s
-    poll:watch("signal", s, "r")
-  end
   return self
 end
 
@@ -286,7 +250,7 @@ function Upgrader:_dispatch(key)
   elseif key == "incoming" then
     newcopy.receive(self)
   elseif key == "to_new" then
-    self:_flush()
+    handover.flush(self)
   elseif self._task then
     self._task:on_ready(key)
   end
@@ -379,61 +343,28 @@ end
 -- request boundary (`buffered`: bytes read but not handled). Never waits:
 -- what the socket cannot take now stays queued (its descriptor duplicated)
 -- and step() sends it on. The caller closes its own copy afterwards.
+-- Returns true, or `nil, msg, code` when the new copy is gone.
 function Upgrader:handoff(name, conn, buffered, meta)
-  return self:handoff_all { { name = name, conn = conn, buffered = buffered, meta = meta } }
+  if not self._to_new then error("handoff: no committed upgrade", 2) end
+  return handover.send(self, { { name = name, conn = conn, buffered = buffered, meta = meta } })
 end
 
---- Hands many live connections over in one message.
--- `list` = `{ {name =, conn =, buffered =, meta =}, ... }`. Never waits.
+--- Hands many live connections over in one message, never waiting.
+-- `list` = `{ {name =, conn =, buffered =, meta =}, ... }`.
 function Upgrader:handoff_all(list)
-  local ch = self._to_new
-  if not ch then error("handoff: no committed upgrade", 2) end
-  local entries, fds = {}, {}
-  for i, e in ipairs(list) do
-    entries[i] = { name = e.name, buffered = e.buffered or "", meta = e.meta }
-    fds[i] = e.conn
+  if not self._to_new then error("handoff_all: no committed upgrade", 2) end
+  if type(list) ~= "table" then
+    error("bad argument #1 to 'handoff_all' (table expected, got " .. type(list) .. ")", 2)
   end
-  local msg = #list == 1 and { t = "CONN", name = entries[1].name, buffered = entries[1].buffered,
-    meta = entries[1].meta } or { t = "CONNS", conns = entries }
-  local ok, err, code = ch:send(P.encode(msg), fds, 0)
-  if not ok and code == "EAGAIN" then
-    self._poll:watch("to_new", ch, "w")
-    return true
-  end
-  return ok, err, code
-end
-
-function Upgrader:_flush()
-  local ok, err, code = self._to_new:flush(0)
-  if ok then
-    self._poll:unwatch("to_new")
-  elseif code ~= "EAGAIN" then
-    self._poll:unwatch("to_new")
-    self.log("handoff: " .. tostring(err))
-  end
+  return handover.send(self, list)
 end
 
 --- After the last handoff: sends the final state (`final_state`, or what
 -- the state function returns now: what changed while draining), then
 -- DONE, and waits at most timeouts.handover for them to leave (this is the
--- old process's last act: it serves nothing any more).
+-- old process's last act: it serves nothing any more). True when all left.
 function Upgrader:finish(final_state)
-  local ch = self._to_new
-  if not ch then return true end
-  if final_state == nil then
-    local ok, st = pcall(self._state_fn)
-    if ok then final_state = st else self.log("finish: state function failed: " .. tostring(st)) end
-  end
-  local eok, encoded = pcall(P.encode, { t = "STATE", final = true, state = final_state })
-  if not eok then self.log("finish: " .. tostring(encoded)) end
-  if eok then ch:send(encoded, nil, 0) end
-  ch:send(P.encode { t = "DONE" }, nil, 0)
-  local ok, err = ch:flush(self.timeouts.handover)
-  if not ok then self.log("finish: " .. tostring(err)) end
-  self._poll:unwatch("to_new")
-  ch:close()
-  self._to_new = nil
-  return ok ~= nil
+  return handover.finish(self, final_state)
 end
 
 --- The new copy's process after "upgraded", for whoever waits for it.
@@ -450,34 +381,11 @@ function Upgrader:close()
   self._poll:close()
 end
 
--- ---- under systemd ------------------------------------------------------------
--- With NOTIFY_SOCKET set (and `systemd` not false), an upgrade tells the
--- service manager what happens, so that a unit of Type=notify-reload (or
--- notify) sees it as a reload and then supervises the new copy:
---   old copy, when an upgrade starts: RELOADING=1, MONOTONIC_USEC=now
---   old copy, once COMMITTED:    MAINPID=<new pid> and READY=1, one datagram
---   old copy, after a rollback:  READY=1 (the reload is over; it still serves)
---   new copy, when inherit() took over: READY=1
--- MAINPID and READY go together from the old copy because it is still the
--- main process when it sends them (NotifyAccess=main). The new copy's own
--- READY=1 may reach systemd first; NotifyAccess=main then drops it with a
--- warning, harmlessly. The old copy sends nothing after the commit (not
--- STOPPING=1: it would stop the service it just handed over). The new copy
--- starts without our WATCHDOG_PID. Notifications do not block the serving
--- loop (timeout 0, except MAINPID+READY, which may wait up to 1 s for a
--- full queue); one that cannot be sent is logged, and the upgrade goes on.
-
-local NO_WAIT = { timeout = 0 }
-local SD = {
-  ready = function() return systemd.ready(nil, NO_WAIT) end,
-  reloading = function() return systemd.reloading(nil, NO_WAIT) end,
-  committed = function(pid) return systemd.mainpid(pid, { ready = true, timeout = 1 }) end,
-  fdstore = function(name, obj) return systemd.fdstore(name, obj, NO_WAIT) end,
-}
+-- ---- under systemd: fdpass.upgrade.notify says what happens ----------------
 
 function Upgrader:_sd(what, a, b)
   if not self._systemd then return end
-  local ok, err = SD[what](a, b)
+  local ok, err = notify[what](a, b)
   if ok == nil then self.log("systemd " .. what .. ": " .. tostring(err)) end
 end
 

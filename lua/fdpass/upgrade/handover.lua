@@ -1,0 +1,61 @@
+--- The old side after the commit (internal): live connections, the final
+-- state and DONE to the new copy, without ever waiting inside the app's
+-- loop (finish() excepted: the old process's last act, bounded by
+-- timeouts.handover). What the socket cannot take at once stays queued in
+-- the channel, descriptors duplicated, and the upgrader's step() flushes it
+-- as the channel becomes writable ("to_new" in the poll set).
+-- @module fdpass.upgrade.handover
+local P = require "fdpass.upgrade.protocol"
+
+local M = {}
+
+--- One CONN, or one CONNS for several, to the new copy.
+function M.send(up, list)
+  local ch = up._to_new
+  local entries, fds = {}, {}
+  for i, e in ipairs(list) do
+    entries[i] = { name = e.name, buffered = e.buffered or "", meta = e.meta }
+    fds[i] = e.conn
+  end
+  local msg = #list == 1 and { t = "CONN", name = entries[1].name, buffered = entries[1].buffered,
+    meta = entries[1].meta } or { t = "CONNS", conns = entries }
+  local ok, err, code = ch:send(P.encode(msg), fds, 0)
+  if not ok and code == "EAGAIN" then
+    up._poll:watch("to_new", ch, "w")
+    return true
+  end
+  return ok, err, code
+end
+
+--- What step() does when the channel is writable: sends what is queued.
+function M.flush(up)
+  local ok, err, code = up._to_new:flush(0)
+  if ok then
+    up._poll:unwatch("to_new")
+  elseif code ~= "EAGAIN" then
+    up._poll:unwatch("to_new")
+    up.log("handoff: " .. tostring(err))
+  end
+end
+
+--- The final STATE (`final_state`, or the state function's value now) and
+-- DONE; waits at most timeouts.handover for them to leave; closes.
+function M.finish(up, final_state)
+  local ch = up._to_new
+  if not ch then return true end
+  if final_state == nil then
+    local ok, st = pcall(up._state_fn)
+    if ok then final_state = st else up.log("finish: state function failed: " .. tostring(st)) end
+  end
+  local eok, encoded = pcall(P.encode, { t = "STATE", final = true, state = final_state })
+  if eok then ch:send(encoded, nil, 0) else up.log("finish: " .. tostring(encoded)) end
+  ch:send(P.encode { t = "DONE" }, nil, 0)
+  local ok, err = ch:flush(up.timeouts.handover)
+  if not ok then up.log("finish: " .. tostring(err)) end
+  up._poll:unwatch("to_new")
+  ch:close()
+  up._to_new = nil
+  return ok ~= nil
+end
+
+return M
