@@ -288,7 +288,7 @@ VALGRIND_SKIP  ?= spawn_missing_program raw_rlimit_ctrunc raw_rlimit_ctrunc_stre
   test_old_side_at_its_descriptor_limit_fails_in_spawn_and_keeps_everything \
   test_a_state_larger_than_the_socket_buffer_goes_through_without_blocking
 .PHONY: valgrind
-valgrind: all deps
+valgrind: all deps stack-cores
 	@tools/deps.sh $(LUA_VERSION) valgrind
 	@start=$$(date +%s); $(LUA_ENV) FDPASS_WRAP="$(VALGRIND) $(VALGRIND_FLAGS)" \
 	  FDPASS_SKIP="$(strip $(VALGRIND_SKIP))" \
