@@ -23,7 +23,7 @@ local MAX_GAP_MS = 250
 local SHORT = { hello = 2, ready = 2 }
 local T = {}
 
--- Runs attack `t` (A.best_of: up to 3 runs, the first under the bound
+-- Runs attack `t` (A.best_of: up to 5 runs, the first under the bound
 -- counts) and asserts the bound, the rollback and the server's survival.
 local function assert_bounded(t, what)
   local r, gaps = A.best_of(t, MAX_GAP_MS)

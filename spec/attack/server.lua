@@ -30,7 +30,7 @@
 --
 -- Both faces of fdpass.upgrade are driven: the pollable one of the split
 -- (up:upgrade() starts, up:step() advances, up:pollfd()/up:timeout() say
--- when) where the upgrader has up:pollfd, else the task of up:begin().
+-- when) where fdpass.upgrade.protocol exists, else the task of up:begin().
 local fdpass = require "fdpass"
 local fos = require "fdpass.os"
 local net = require "fdpass.net"
@@ -86,7 +86,8 @@ local timeouts = {
   hello = tonumber(opts.hello or 3), handover = tonumber(opts.handover or 2),
   ready = tonumber(opts.ready or 3), commit = tonumber(opts.commit or 2), kill = 1,
 }
-local pollable = upgrade.new({ argv = argv, systemd = false }).pollfd ~= nil -- the split's face (CONTRACT.md)
+-- the split's face (CONTRACT.md) comes with its protocol module
+local pollable = pcall(require, "fdpass.upgrade.protocol")
 local up = upgrade.new { argv = argv, timeouts = timeouts, log = log, rendezvous = opts.rendezvous == "1",
   systemd = opts.systemd == "1", signal = false, control = pollable and opts.control or nil }
 if pollable then assert(up.inherit, "upgrader without inherit")(up) else up:start() end
