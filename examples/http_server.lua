@@ -161,6 +161,7 @@ while true do
     end
     if next(conns) == nil then
       up:finish() -- the final state (what we served while draining), then DONE
+      up:close() -- under systemd: waits until it has heard of the new copy
       os.exit(0)
     end
   end

@@ -331,6 +331,131 @@ T.test_strangers_on_the_control_socket_are_refused_a_step_at_a_time_and_counted 
   up:close()
 end
 
+-- ---- systemd: MAINPID+READY on a full notify queue -------------------------------------
+
+-- A notify socket whose queue is full (systemd slow, or filled by anyone:
+-- /run/systemd/notify is world-writable). Returns the socket and its path.
+local function full_notify_socket()
+  local path = os.tmpname()
+  os.remove(path)
+  local s = assert(net.dgram_bind(path))
+  local n = 0
+  while net.dgram_send(path, "x", nil, 0) do n = n + 1; assert(n < 100000) end
+  return s, path
+end
+
+-- A new copy speaking the protocol by hand, quietly committing.
+local COMMITTING_COPY = [[
+  local fdpass = require "fdpass"
+  local ch = fdpass.channel(3)
+  local function send(msg) assert(ch:send(fdpass.encode(msg), nil, 5)) end
+  send({ t = "HELLO", versions = { 1 }, pid = fdpass.getpid() })
+  for _, want in ipairs { "WELCOME", "FDS", "STATE" } do
+    local data, fds = assert(ch:recv(5))
+    assert(fdpass.decode(data).t == want)
+    fdpass.close_all(fds)
+  end
+  send({ t = "READY", claimed = {}, unclaimed = {} })
+  assert(fdpass.decode((assert(ch:recv(5)))).t == "COMMIT")
+  send({ t = "COMMITTED", pid = fdpass.getpid() })
+  repeat local data = ch:recv(5) until not data or fdpass.decode(data).t == "DONE"
+]]
+
+local function upgrade_on_full_queue(logs)
+  local s, path = full_notify_socket()
+  assert(fos.setenv("NOTIFY_SOCKET", path))
+  local up = upgrade.new { argv = { H.lua, "-e", COMMITTING_COPY }, timeouts = timeouts(),
+    log = function(line) logs[#logs + 1] = line end }
+  assert(up:upgrade())
+  local ev, info = drive(up)
+  lu.assertEquals(ev, "upgraded", tostring(info))
+  return up, s, path, info.pid
+end
+
+-- Drains the datagrams queued on `s`; returns those that are not "x".
+local function drain(s)
+  local got = {}
+  while true do
+    local data = net.dgram_recv(s, 4096, 0, 0)
+    if not data then return got end
+    if data ~= "x" then got[#got + 1] = data end
+  end
+end
+
+T.test_mainpid_on_a_full_notify_queue_is_sent_from_step_once_it_drains = function()
+  local logs = {}
+  local up, s, path, pid = upgrade_on_full_queue(logs)
+  -- not sent, kept: step() is due again soon
+  local left = up:timeout()
+  lu.assertNotNil(left, "nothing pending after the commit")
+  lu.assertTrue(left <= 0.05, "retried only in " .. tostring(left) .. " s")
+  lu.assertEquals(drain(s), {}) -- RELOADING=1 was refused too (logged), nothing else queued
+  local got
+  for _ = 1, 100 do
+    loop.poll({ up }, nil, up:timeout() or 0.05)
+    up:step()
+    got = drain(s)
+    if #got > 0 then break end
+  end
+  lu.assertEquals(got, { "MAINPID=" .. pid .. "\nREADY=1\n" })
+  lu.assertNil(up:timeout(), "still pending once sent")
+  lu.assertTrue(up:finish())
+  up:close()
+  H.expect_exit(up:new_process(), 0, 5)
+  fos.setenv("NOTIFY_SOCKET", nil)
+  s:close()
+  os.remove(path)
+  for _, line in ipairs(logs) do lu.assertNotStrContains(line, "MAINPID") end
+end
+
+T.test_mainpid_never_sent_is_waited_for_by_close_then_logged_once = function()
+  local notify = require "fdpass.upgrade.notify"
+  local give_up = notify.GIVE_UP
+  notify.GIVE_UP = 0.3
+  local logs = {}
+  local ok, err = pcall(function()
+    local up, s, path = upgrade_on_full_queue(logs)
+    lu.assertTrue(up:finish())
+    H.expect_exit(up:new_process(), 0, 5)
+    up:close() -- waits out what is left of GIVE_UP, retrying
+    local said = 0
+    for _, line in ipairs(logs) do
+      if line:find("MAINPID=%d+ READY=1 not sent") then said = said + 1 end
+    end
+    lu.assertEquals(said, 1, table.concat(logs, "\n"))
+    lu.assertEquals(drain(s), {})
+    s:close()
+    os.remove(path)
+  end)
+  notify.GIVE_UP = give_up
+  fos.setenv("NOTIFY_SOCKET", nil)
+  assert(ok, err)
+end
+
+-- The rendezvous name is world-readable (/proc/net/unix): it shows
+-- nothing of the token that the new copy proves itself with.
+T.test_rendezvous_name_shows_nothing_of_the_token = function()
+  local report = os.tmpname()
+  local up = upgrade.new { rendezvous = true, timeouts = timeouts { hello = 2 }, argv = { H.lua, "-e", ([[
+    local f = assert(io.open(%q, "w"))
+    f:write(os.getenv("FDPASS_UPGRADE_ADDR"), "\n", os.getenv("FDPASS_UPGRADE_TOKEN"), "\n")
+    f:close()
+    os.exit(1)
+  ]]):format(report) } }
+  assert(up:upgrade())
+  local ev = drive(up)
+  lu.assertEquals(ev, "failed")
+  up:close()
+  local addr, token = read_file(report):match("^(%S+)\n(%x+)\n$")
+  os.remove(report)
+  lu.assertNotNil(addr, "the copy did not report its address and token")
+  lu.assertEquals(#token, 32)
+  for i = 1, #token - 5 do
+    lu.assertNil(addr:find(token:sub(i, i + 5), 1, true), ("the name %s shows the token's %s"):format(addr,
+      token:sub(i, i + 5)))
+  end
+end
+
 TestUpgradeApi = H.suite(T)
 
 H.run()

@@ -206,6 +206,7 @@ function Upgrader:timeout()
     if task.woken then return 0 end
     soon = task.wake
   end
+  if self._sd_pending then soon = math.min(soon or math.huge, self._sd_pending.next) end
   if self._control then
     for _, d in pairs(self._control.clients) do
       if not soon or d < soon then soon = d end
@@ -265,6 +266,8 @@ function Upgrader:step()
   local keys = self._poll:ready(P.STEP.events)
   for _, key in ipairs(keys) do self:_dispatch(key) end
   if self._control then self._control:expire() end
+  local pending = self._sd_pending
+  if pending and now() >= pending.next and pending:retry() then self._sd_pending = nil end
   local task = self._task
   if task and task:due(now()) then self:_resume() end
   return self:_pop()
@@ -291,7 +294,7 @@ function Upgrader:_resume()
     self._to_new, self._new_proc = res.channel, res.process
     res.channel, res.process = nil, nil
     self._committed = true
-    self:_sd("committed", res.pid)
+    self:_sd("committed", res.pid, self.log)
     self.log(("handed over to %d in %.1f ms (spawn %.1f ms)"):format(res.pid, res.handover * 1e3, res.spawn * 1e3))
     if requester then
       control.reply(requester, { ok = true, old = fos.getpid(), new = res.pid, handover = res.handover,
@@ -363,6 +366,7 @@ end
 -- the state function returns now: what changed while draining), then
 -- DONE, and waits at most timeouts.handover for them to leave (this is the
 -- old process's last act: it serves nothing any more). True when all left.
+-- Then up:close() before exiting (under systemd it sees MAINPID= sent).
 function Upgrader:finish(final_state)
   return handover.finish(self, final_state)
 end
@@ -371,8 +375,11 @@ end
 function Upgrader:new_process() return self._new_proc end
 
 --- Closes the epoll descriptor and everything the upgrader owns. Only
--- when the app has stopped polling it.
+-- when the app has stopped polling it. Under systemd, the old process
+-- calls it before it exits: if MAINPID+READY could not be sent yet (the
+-- manager's queue full), it waits until it is, at most 10 s after the commit.
 function Upgrader:close()
+  if self._sd_pending then self._sd_pending:wait(); self._sd_pending = nil end
   if self._control then self._control:stop() end
   if self._owns_control and self._control_obj then self._control_obj:close() end
   if self._from_old then self._poll:unwatch("incoming"); self._from_old:close(); self._from_old = nil end
@@ -385,8 +392,12 @@ end
 
 function Upgrader:_sd(what, a, b)
   if not self._systemd then return end
-  local ok, err = notify[what](a, b)
-  if ok == nil then self.log("systemd " .. what .. ": " .. tostring(err)) end
+  local ok, err, _, pending = notify[what](a, b)
+  if pending then
+    self._sd_pending = pending -- the queue is full: step() tries again
+  elseif ok == nil then
+    self.log("systemd " .. what .. ": " .. tostring(err))
+  end
 end
 
 --- Socket activation on a fresh start: takes the descriptors systemd

@@ -64,6 +64,7 @@ while true do
     local ev = up:step()
     if ev == "upgraded" then
       up:finish() -- no live connections to hand over: each is answered at once
+      up:close() -- not before systemd has MAINPID= (a full queue is retried)
       os.exit(0)
     end
   until not ev

@@ -57,9 +57,16 @@ local function gone(pid, pidfd, timeout)
   return false
 end
 
+-- Written to a temporary name, then renamed over the pid file. The name is
+-- unguessable (16 random bytes): in a directory others may write to, a
+-- link planted at a predictable name would make io.open write through it
+-- (to any file we may write); at a fresh name it can only create.
 local function write_pidfile(path)
   if not path then return true end
-  local tmp = ("%s.%d.tmp"):format(path, fos.getpid())
+  local rnd = assert(io.open("/dev/urandom", "rb"))
+  local bytes = rnd:read(16)
+  rnd:close()
+  local tmp = ("%s.%s.tmp"):format(path, bytes:gsub(".", function(c) return ("%02x"):format(c:byte()) end))
   local f, err = io.open(tmp, "w")
   if not f then return nil, err end
   f:write(fos.getpid(), "\n")

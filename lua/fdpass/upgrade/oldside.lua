@@ -13,16 +13,22 @@ local poller = require "fdpass.upgrade.poller"
 
 local now = fos.monotonic
 local TAIL = 4096 -- bytes of the copy's stderr kept for the failure
-local STEP_BYTES = 256 * 1024 -- message bytes one step reads (plus one message)
+-- What a new copy may send: it only ever sends small messages (HELLO, NAK,
+-- READY with the listeners' names, COMMITTED); a bigger one is refused by
+-- its header (EMSGSIZE: its payload never read, nothing decoded) and the
+-- upgrade rolls back. One step decodes at most STEP_BYTES (plus one
+-- message): junk that is costly to decode holds the loop a few ms at most.
+local MAX_BEFORE_HELLO, MAX_MESSAGE = 4096, 64 * 1024
+local STEP_BYTES = 64 * 1024
 
 local Task = {}
 Task.__index = Task
 
 local M = {}
 
-local function random_token()
+local function random_hex(n)
   local f = assert(io.open("/dev/urandom", "rb"))
-  local bytes = f:read(16)
+  local bytes = f:read(n)
   f:close()
   return (bytes:gsub(".", function(ch) return ("%02x"):format(ch:byte()) end))
 end
@@ -207,9 +213,11 @@ function Task:spawn()
   local fds = { [2] = w }
   local theirs, rdv
   if up.rendezvous then
-    self.token = random_token()
+    self.token = random_hex(16)
+    -- The name is world-readable (/proc/net/unix): a random part of its
+    -- own, nothing of the token.
     local lerr, lcode
-    rdv, lerr, lcode = fdpass.listen(("@fdpass-upgrade-%d-%s"):format(fos.getpid(), self.token:sub(1, 12)))
+    rdv, lerr, lcode = fdpass.listen(("@fdpass-upgrade-%d-%s"):format(fos.getpid(), random_hex(6)))
     if not rdv then w:close(); return nil, lerr, lcode end
     self.rdv = rdv
     env[P.ENV_ADDR], env[P.ENV_TOKEN] = rdv:address(), self.token
@@ -245,10 +253,11 @@ function Task:run()
     if not ch then return self:fail(merr) end
     self.ch = ch
   end
-  self.ch:limits { max_payload = 1024 * 1024, max_fds = 16 } -- the copy sends little
+  self.ch:limits { max_payload = MAX_BEFORE_HELLO, max_fds = 16 } -- the copy sends little
   local e, c
   hello, e, c = self:expect({ "HELLO" }, started + t.hello)
   if not hello then return self:fail(tostring(e or c)) end
+  self.ch:limits { max_payload = MAX_MESSAGE }
   if self.token and hello.token ~= self.token then return self:fail("wrong rendezvous token") end
   local spawned = now()
   local version, verr = P.negotiate(P.VERSIONS, hello.versions)
