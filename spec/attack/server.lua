@@ -263,6 +263,9 @@ report("fd_end", fd_end)
 report("fd_peak", fd_peak)
 f:close()
 for fd in pairs(conns) do fd:close() end
+-- An app's last call; not with systemd on: the systemd spec's notify peer
+-- never reads, and close() would wait out the retries (10 s) for it.
+if pollable and not running and opts.systemd ~= "1" then up:close() end
 if running then
   -- the window closed first: leave no new copy behind (the spec kills by
   -- pid as well)
