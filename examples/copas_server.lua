@@ -11,8 +11,8 @@ local socket = require "socket"
 local port = assert(tonumber(arg[1]), "usage: " .. arg[0] .. " PORT [CONTROL_ADDR [PIDFILE]]")
 local pid = io.open("/proc/self/stat"):read("*n")
 local stats = { served = 0 }
-local ad = assert(require("fdpass.adapters.copas").new { control = arg[2], pidfile = arg[3], state = stats,
-  mode = os.getenv("UPGRADE_MODE"), drain = tonumber(os.getenv("UPGRADE_DRAIN") or "") })
+local ad = require("fdpass.adapters.copas").new { control = arg[2], pidfile = arg[3], state = stats,
+  mode = os.getenv("UPGRADE_MODE"), drain = tonumber(os.getenv("UPGRADE_DRAIN") or "") }
 
 -- One connection: a request line, headers up to an empty line, a body of
 -- Content-Length bytes; answered, and the next one read.

@@ -10,8 +10,8 @@ local http_headers = require "http.headers"
 local port = assert(tonumber(arg[1]), "usage: " .. arg[0] .. " PORT [CONTROL_ADDR [PIDFILE]]")
 local pid = io.open("/proc/self/stat"):read("*n")
 local stats = { served = 0 }
-local ad = assert(require("fdpass.adapters.http").new { control = arg[2], pidfile = arg[3], state = stats,
-  mode = os.getenv("UPGRADE_MODE"), drain = tonumber(os.getenv("UPGRADE_DRAIN") or "") })
+local ad = require("fdpass.adapters.http").new { control = arg[2], pidfile = arg[3], state = stats,
+  mode = os.getenv("UPGRADE_MODE"), drain = tonumber(os.getenv("UPGRADE_DRAIN") or "") }
 
 local function onstream(_, stream)
   assert(stream:get_headers())

@@ -10,8 +10,8 @@ local uv = require "luv"
 local port = assert(tonumber(arg[1]), "usage: " .. arg[0] .. " PORT [CONTROL_ADDR [PIDFILE]]")
 local pid = io.open("/proc/self/stat"):read("*n")
 local stats = { served = 0 }
-local ad = assert(require("fdpass.adapters.luv").new { control = arg[2], pidfile = arg[3], state = stats,
-  mode = os.getenv("UPGRADE_MODE"), drain = tonumber(os.getenv("UPGRADE_DRAIN") or "") })
+local ad = require("fdpass.adapters.luv").new { control = arg[2], pidfile = arg[3], state = stats,
+  mode = os.getenv("UPGRADE_MODE"), drain = tonumber(os.getenv("UPGRADE_DRAIN") or "") }
 
 -- Answers every complete request at the start of buf; returns the rest
 -- (a request not yet complete), or nil once the connection is closing.
