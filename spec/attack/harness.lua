@@ -188,8 +188,9 @@ end
 
 --- A one-line summary of a report, for failure messages and the bench.
 function A.summary(r)
-  return ("result=%s gap=%sms step=%sms over50=%s cpu=%ss logs=%s fds %s/%s/%s exit=%s reason=%s"):format(
-    tostring(r.result), tostring(r.max_gap_ms), tostring(r.max_step_ms), tostring(r.gaps_over_50ms),
+  return ("result=%s gap=%sms step=%sms (cpu %sms) over50=%s cpu=%ss logs=%s fds %s/%s/%s exit=%s reason=%s"):format(
+    tostring(r.result), tostring(r.max_gap_ms), tostring(r.max_step_ms), tostring(r.max_step_cpu_ms),
+    tostring(r.gaps_over_50ms),
     tostring(r.cpu_upgrade_s), tostring(r.logs), tostring(r.fd_base), tostring(r.fd_after), tostring(r.fd_end),
     tostring(r.exit),
     tostring(r.reason))
