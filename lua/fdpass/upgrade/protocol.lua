@@ -18,7 +18,9 @@ P.CONTROL_NAME = "fdpass.control" -- the control socket, offered to every new co
 
 --- Limits of one step's work (issue 10): messages read, stderr bytes,
 -- connections accepted and refused on the control and rendezvous sockets.
-P.STEP = { messages = 16, stderr = 64 * 1024, accepts = 16, events = 64 }
+-- After a full batch of strangers on the rendezvous socket, it is left
+-- alone for `stranger_pause` seconds (at most 16 refused per 10 ms).
+P.STEP = { messages = 16, stderr = 64 * 1024, accepts = 16, events = 64, stranger_pause = 0.01 }
 
 -- How a phase reads in a failure message.
 local PHASE_TEXT = {
