@@ -9,16 +9,18 @@ local P = require "fdpass.upgrade.protocol"
 
 local M = {}
 
---- One CONN, or one CONNS for several, to the new copy.
+--- One CONN, or one CONNS for several, to the new copy. CONNS goes in
+-- columns (P.conns_columns): a table per connection cost more to encode
+-- and decode than the kernel takes to pass its descriptor (bench/NOTES.md).
 function M.send(up, list)
   local ch = up._to_new
-  local entries, fds = {}, {}
-  for i, e in ipairs(list) do
-    entries[i] = { name = e.name, buffered = e.buffered or "", meta = e.meta }
-    fds[i] = e.conn
+  local msg, fds
+  if #list == 1 then
+    local e = list[1]
+    msg, fds = { t = "CONN", name = e.name, buffered = e.buffered or "", meta = e.meta }, { e.conn }
+  else
+    msg, fds = P.conns_columns(list)
   end
-  local msg = #list == 1 and { t = "CONN", name = entries[1].name, buffered = entries[1].buffered,
-    meta = entries[1].meta } or { t = "CONNS", conns = entries }
   local ok, err, code = ch:send(P.encode(msg), fds, 0)
   if not ok and code == "EAGAIN" then
     up._poll:watch("to_new", ch, "w")
