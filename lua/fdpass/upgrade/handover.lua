@@ -6,6 +6,9 @@
 -- as the channel becomes writable ("to_new" in the poll set).
 -- @module fdpass.upgrade.handover
 local P = require "fdpass.upgrade.protocol"
+local fos = require "fdpass.os"
+
+local now = fos.monotonic
 
 local M = {}
 
@@ -45,14 +48,21 @@ end
 function M.finish(up, final_state)
   local ch = up._to_new
   if not ch then return true end
-  if final_state == nil then
-    local ok, st = pcall(up._state_fn)
-    if ok then final_state = st else up.log("finish: state function failed: " .. tostring(st)) end
+  local deadline = now() + up.timeouts.handover
+  local function left() return math.max(0, deadline - now()) end
+  -- The connections still queued go first: the new copy takes them in
+  -- while the final state is made and encoded here. Then the state and
+  -- DONE are sent waiting (this is the last act), not queued: no copy.
+  local ok, err = ch:flush(left())
+  if ok then
+    if final_state == nil then
+      local sok, st = pcall(up._state_fn)
+      if sok then final_state = st else up.log("finish: state function failed: " .. tostring(st)) end
+    end
+    local eok, encoded = pcall(P.encode, { t = "STATE", final = true, state = final_state })
+    if eok then ok, err = ch:send(encoded, nil, left()) else up.log("finish: " .. tostring(encoded)) end
+    if ok then ok, err = ch:send(P.encode { t = "DONE" }, nil, left()) end
   end
-  local eok, encoded = pcall(P.encode, { t = "STATE", final = true, state = final_state })
-  if eok then ch:send(encoded, nil, 0) else up.log("finish: " .. tostring(encoded)) end
-  ch:send(P.encode { t = "DONE" }, nil, 0)
-  local ok, err = ch:flush(up.timeouts.handover)
   if not ok then up.log("finish: " .. tostring(err)) end
   up._poll:unwatch("to_new")
   ch:close()
