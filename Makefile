@@ -288,7 +288,7 @@ VALGRIND_SKIP  ?= spawn_missing_program raw_rlimit_ctrunc raw_rlimit_ctrunc_stre
   test_old_side_at_its_descriptor_limit_fails_in_spawn_and_keeps_everything \
   test_a_state_larger_than_the_socket_buffer_goes_through_without_blocking
 .PHONY: valgrind
-valgrind: all deps
+valgrind: all deps stack-cores
 	@tools/deps.sh $(LUA_VERSION) valgrind
 	@start=$$(date +%s); $(LUA_ENV) FDPASS_WRAP="$(VALGRIND) $(VALGRIND_FLAGS)" \
 	  FDPASS_SKIP="$(strip $(VALGRIND_SKIP))" \
@@ -322,7 +322,7 @@ bench: all deps $(CBENCH) $(HBENCH)
 	  $(BUILD)/luajit/fdpass/core.so >/dev/null; fi
 	@mkdir -p $(BENCH_OUT)
 	@ulimit -n 200000 2>/dev/null || ulimit -n $$(ulimit -Hn); \
-	  $(LUA_ENV) FDPASS_CBENCH=$(CBENCH) FDPASS_HBENCH=$(HBENCH) \
+	  $(LUA_ENV) FDPASS_CBENCH=$(CBENCH) FDPASS_HBENCH=$(HBENCH) FDPASS_LIBFDPASS=$(abspath $(BUILD))/libfdpass.so \
 	  FDPASS_LUAJIT_CPATH="$(CURDIR)/$(BUILD)/luajit/?.so" BENCH_OUT=$(BENCH_OUT) QUICK=$(QUICK) \
 	  $(LUA) bench/run.lua
 bench-publish:

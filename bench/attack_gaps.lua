@@ -56,11 +56,12 @@ end
 
 local load = os.getenv("LOAD") == "1" and os.execute("command -v wrk >/dev/null 2>&1")
 print(("rounds %d, pinned to CPU %s, HTTP load %s, %s"):format(rounds, tostring(A.cpu), load and "on" or "off", A.lua))
-print(("%-46s %10s %10s %8s %10s %s"):format("attack", "worst ms", "median ms", "cpu %", "log lines", "fds base/after"))
+print(("%-46s %10s %10s %12s %8s %10s %s"):format("attack", "worst ms", "median ms", "step cpu ms", "cpu %",
+  "log lines", "fds base/after"))
 for _, a in ipairs(ATTACKS) do
   local name, t = a[1], a[2]
   if (next(only) == nil or only[t.mode]) and (not t.root or A.is_root()) then
-    local worst, gaps, cpu, logs, fds = 0, {}, 0, 0, ""
+    local worst, gaps, cpu, logs, fds, step = 0, {}, 0, 0, "", 0
     for _ = 1, rounds do
       local wrk
       t.server = t.server or {}
@@ -81,9 +82,11 @@ for _, a in ipairs(ATTACKS) do
       local share = (tonumber(r.cpu_upgrade_s) or 0) / math.max(tonumber(r.upgrade_s) or 1, 0.001)
       if share > cpu then cpu = share end
       if (tonumber(r.logs) or 0) > logs then logs = tonumber(r.logs) end
+      if (tonumber(r.max_step_cpu_ms) or 0) > step then step = tonumber(r.max_step_cpu_ms) end
       fds = load and "- (load)" or ("%s/%s"):format(tostring(r.fd_base), tostring(r.fd_after))
     end
     table.sort(gaps)
-    print(("%-46s %10.1f %10.1f %8.0f %10d %s"):format(name, worst, gaps[math.ceil(#gaps / 2)], cpu * 100, logs, fds))
+    print(("%-46s %10.1f %10.1f %12.1f %8.0f %10d %s"):format(name, worst, gaps[math.ceil(#gaps / 2)], step,
+      cpu * 100, logs, fds))
   end
 end

@@ -176,6 +176,12 @@ static int floor_main(size_t n, int reps)
     qsort(t, (size_t)reps, sizeof *t, cmp);
     qsort(c, (size_t)reps, sizeof *c, cmp);
     printf("floor_ms=%.3f floor_cpu_ms=%.3f n=%zu\n", t[reps / 2] * 1e3, c[reps / 2] * 1e3, n);
+    for (size_t i = 0; i < n; i++)
+        close(fds[i]);
+    free(fds);
+    free(kept);
+    free(t);
+    free(c);
     return 0;
 }
 
@@ -213,6 +219,9 @@ static int hold_main(int port, size_t n)
         if (r == 0 || (r < 0 && errno != EINTR))
             break;
     }
+    for (size_t i = 0; i < n; i++)
+        close(held[i]);
+    free(held);
     return 0;
 }
 

@@ -1,5 +1,5 @@
 -- The Lua side of `make bench`: the fdpass module doing the floor's work.
--- usage: lua5.4 bench/lbench.lua framed|raw|set 1|253|5000|64k SECONDS|=COUNT
+-- usage: lua5.4 bench/lbench.lua framed|raw|set|into 1|253|5000|64k SECONDS|=COUNT
 -- prints "messages descriptors seconds".
 --
 -- One process, one seqpacket socketpair: send a message, receive it, close
@@ -8,15 +8,16 @@
 -- ch:send/ch:recv (5000 descriptors: one ch:send); raw is
 -- ch:sendmsg/ch:recvmsg (5000: 20 sendmsg of at most 253); set is
 -- ch:send of descriptor numbers and ch:recv(nil, "set"), one fdpass.fdset
--- per message closed with set:close(), instead of an object per descriptor.
+-- per message closed with set:close(), instead of an object per descriptor;
+-- into is framed with ch:recv(nil, into): one table refilled every time.
 local fdpass = require "fdpass"
 
 local mode, work, secs = arg[1], arg[2], tonumber(arg[3])
 local count = tonumber((arg[3] or ""):match("^=(%d+)$")) -- exact iterations, no warm-up (callgrind)
 secs = secs or count
 local nfds = work == "64k" and 0 or tonumber(work)
-assert((mode == "framed" or mode == "raw" or mode == "set") and nfds and secs,
-  "usage: lbench.lua framed|raw|set 1|253|5000|64k SECONDS")
+assert((mode == "framed" or mode == "raw" or mode == "set" or mode == "into") and nfds and secs,
+  "usage: lbench.lua framed|raw|set|into 1|253|5000|64k SECONDS|=COUNT")
 local fos = require "fdpass.os"
 fos.nofile(select(2, fos.nofile()))
 
@@ -44,6 +45,14 @@ if mode == "set" then
     assert(a:send(payload, fds))
     local _, got = b:recv(nil, "set")
     return got:close()
+  end
+elseif mode == "into" then
+  local fds, into = chunk(nfds), {}
+  iter = function()
+    assert(a:send(payload, fds))
+    local _, got = b:recv(nil, into)
+    for i = 1, #got do got[i]:close() end
+    return #got
   end
 elseif mode == "framed" then
   local fds = chunk(nfds)

@@ -21,6 +21,7 @@ local CG = tonumber(os.getenv("BENCH_CG") or "") or (QUICK and 1000 or 2000)
 local HSIZES = os.getenv("BENCH_HANDOVER") or (QUICK and "5000 10000" or "2500 5000 10000 30000 100000")
 local HRUNS = tonumber(os.getenv("BENCH_HRUNS") or "") or (QUICK and 3 or 5)
 local CBENCH = os.getenv("FDPASS_CBENCH") or "build/bench/cbench"
+local LIBFDPASS = os.getenv("FDPASS_LIBFDPASS") or "build/libfdpass.so"
 local HBENCH = os.getenv("FDPASS_HBENCH") or "build/bench/hbench"
 local LUA = os.getenv("FDPASS_LUA") or "lua5.4"
 local JIT_CPATH = os.getenv("FDPASS_LUAJIT_CPATH") or "build/luajit/?.so"
@@ -67,11 +68,15 @@ local CONTENDERS = {
   { id = "cframed", label = "C API fdpass_send/recv", cmd = CBENCH .. " framed" },
   { id = "lframed", label = "Lua 5.4 ch:send/recv, fd:close()", cmd = LUA .. " bench/lbench.lua framed" },
   { id = "lraw", label = "Lua 5.4 ch:sendmsg/recvmsg, fd:close()", cmd = LUA .. " bench/lbench.lua raw" },
+  { id = "linto", label = "Lua 5.4 ch:recv(nil, into) (one table reused), fd:close()",
+    cmd = LUA .. " bench/lbench.lua into" },
   { id = "lset", label = "Lua 5.4 ch:send/recv \"set\", set:close()", cmd = LUA .. " bench/lbench.lua set" },
   { id = "jframed", label = "LuaJIT ch:send/recv, fd:close()", env = JIT_ENV, cmd = "luajit bench/lbench.lua framed",
     missing = not have_jit and "not built (make LUA_VERSION=jit)" },
   { id = "jset", label = "LuaJIT ch:send/recv \"set\", set:close()", env = JIT_ENV, cmd = "luajit bench/lbench.lua set",
     missing = not have_jit and "not built (make LUA_VERSION=jit)" },
+  { id = "jffi", label = "LuaJIT FFI over the C API, close(2) (bench/ffibench.lua: no fd objects)",
+    cmd = "luajit bench/ffibench.lua " .. LIBFDPASS, missing = not ok("luajit -v") and "luajit not installed" },
   { id = "python", label = "Python socket.send_fds/recv_fds", cmd = PYTHON .. " bench/pybench.py",
     missing = not have_python and "not installed (python3 >= 3.9)" },
   { id = "cqueues", label = "cqueues sendfd/recvfd (1 fd each)", cmd = LUA .. " bench/cqbench.lua",
@@ -208,10 +213,12 @@ local function handover_at(n, runs)
   local h = { n = n, runs = {}, floor = {}, floor_cpu = {} }
   handover[#handover + 1] = h
   -- the old side holds n connections and, while handoff_all's message is
-  -- queued, a duplicate of each descriptor the socket has not taken yet
-  if 2 * n + 64 > nofile_hard then
-    h.note = ("not run: the old side needs up to %d descriptors (n, and the queued duplicates), "
-      .. "RLIMIT_NOFILE's hard limit is %d here"):format(2 * n + 64, nofile_hard)
+  -- queued, a duplicate of each descriptor the socket has not taken yet:
+  -- n + 64 is the least it needs (near the limit a run may fail with EMFILE,
+  -- which the table then says)
+  if n + 64 > nofile_hard then
+    h.note = ("not run: the old side needs at least %d descriptors (up to %d with handoff_all's "
+      .. "queued duplicates), RLIMIT_NOFILE's hard limit is %d here"):format(n + 64, 2 * n + 64, nofile_hard)
     return
   end
   for _ = 1, runs do
@@ -219,11 +226,12 @@ local function handover_at(n, runs)
     local r = {}
     for k, v in out:gmatch("([%w_]+)=([%d.]+)") do r[k] = tonumber(v) end
     if not okay or not r.handover_ms then
-      h.note = "failed: " .. last_line(out)
-      return
+      h.note, h.failed = "failed: " .. last_line(out), (h.failed or 0) + 1
+      log("handover-failed", n, h.note)
+    else
+      log("handover", out:match("conns=[^\n]*"))
+      h.runs[#h.runs + 1] = r
     end
-    log("handover", out:match("conns=[^\n]*"))
-    h.runs[#h.runs + 1] = r
     local fout = finish(start(("timeout 60 %s floor %d 3"):format(HBENCH, n)))
     local f = tonumber(fout:match("floor_ms=([%d.]+)"))
     if f then
@@ -315,11 +323,12 @@ for _, h in ipairs(handover) do
     h.marginal = prev and (h.cpu - prev.cpu) * 1e3 / (h.n - prev.n)
     local marginal = h.marginal and ("%.2f"):format(h.marginal) or "-"
     hrows[#hrows + 1] = ("| %d | %.1f ms | %s | %s | %.1f + %.1f ms | %s | %.1f ms | %.1f ms | %.1f ms "
-      .. "| %.1f ms | %.1f ms | %s | %.1f / %.1f MiB | %.0f / %.0f | %d |")
+      .. "| %.1f ms | %.1f ms | %s | %.1f / %.1f MiB | %.0f / %.0f | %s |")
       :format(h.n, h.ms, h.floor_ms and ("%.2f ms"):format(h.floor_ms) or "?",
         h.floor_ms and ("%.1f×"):format(h.ms / h.floor_ms) or "?", h.old_cpu, h.new_cpu,
         h.floor_cpu and ("%.2f ms"):format(h.floor_cpu) or "?", h.spawn, h.commit, h.send,
-        h.recv, h.loop, marginal, h.old_kb / 1024, h.new_kb / 1024, h.old_b, h.new_b, #h.runs)
+        h.recv, h.loop, marginal, h.old_kb / 1024, h.new_kb / 1024, h.old_b, h.new_b,
+        h.failed and ("%d (and %d %s)"):format(#h.runs, h.failed, h.note) or tostring(#h.runs))
     prev = h
   else
     hrows[#hrows + 1] = ("| %d | %s | | | | | | | | | | | | | |"):format(h.n, h.note or "?")
@@ -346,19 +355,22 @@ verdict("Lua 5.4 default API: 1 fd, share of the floor's rate", lr["1"], "%.2f",
 verdict("Lua 5.4 default API: 253 fds, share of the floor's rate", lr["253"], "%.2f", 0.95)
 verdict("Lua 5.4 default API: 64 KiB payload, share of the floor's rate", lr["64k"], "%.2f", 0.90)
 verdict("LuaJIT default API: instructions per 1-fd round trip", ji["1"], "%.0f", 1000, true)
+verdict("(LuaJIT FFI over libfdpass's C API, a prototype in bench/: instructions per 1-fd round trip)",
+  instr.jffi and instr.jffi["1"], "%.0f", 1000, true)
 local h10
 for _, h in ipairs(handover) do if h.n == 10000 then h10 = h end end
 verdict("Handover 10,000 conns + 1 MiB state, times the kernel floor for 10,000 fds (wall)",
   h10 and h10.ms and h10.floor_ms and h10.ms / h10.floor_ms, "%.1f×", 3, true)
 verdict("(the same in CPU time of both sides, for reference)",
   h10 and h10.cpu and h10.floor_cpu and h10.cpu / h10.floor_cpu, "%.1f×", 3, true)
-local largest, first_m, last_m
+local largest, first_m, last_m, steps = nil, nil, nil, 0
 for _, h in ipairs(handover) do
   if h.ms then
     largest = h
-    if h.marginal then first_m, last_m = first_m or h.marginal, h.marginal end
+    if h.marginal then first_m, last_m, steps = first_m or h.marginal, h.marginal, steps + 1 end
   end
 end
+if steps < 2 then first_m = nil end -- one step says nothing about growth
 local h100
 for _, h in ipairs(handover) do if h.n == 100000 then h100 = h end end
 local lin = first_m and last_m and last_m / first_m
@@ -372,6 +384,17 @@ end
 verdicts[#verdicts + 1] = ("| Peak memory of both sides per connection | %s | reported | **%s** |")
   :format(h10 and h10.old_b and ("10,000: old %.0f B, new %.0f B"):format(h10.old_b, h10.new_b) or "-",
     h10 and h10.old_b and "MET" or "NOT MEASURED")
+local counted, installed = {}, 0
+for _, c in ipairs(CONTENDERS) do
+  if not c.missing then
+    installed = installed + 1
+    if instr[c.id] and instr[c.id]["1"] then counted[#counted + 1] = c.id end
+  end
+end
+verdicts[#verdicts + 1] = ("| make bench: callgrind instructions beside the rates for every contender, "
+  .. "the plot, a verdict per target | instructions for %d of %d installed contenders; plot %s | all | **%s** |")
+  :format(#counted, installed, ok("command -v gnuplot") and "drawn" or "not drawn (no gnuplot)",
+    #counted == installed and "MET" or "MISSED")
 local vtbl = "| target (issue 14) | measured | target | verdict |\n| --- | ---: | ---: | --- |\n"
   .. table.concat(verdicts, "\n")
 

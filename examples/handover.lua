@@ -3,6 +3,7 @@
 -- copy checks what it got and answers "ready", and the old one leaves.
 -- Run: lua5.4 examples/handover.lua
 local fdpass = require "fdpass"
+local getpid = require("fdpass.os").getpid
 local socket = require "socket" -- LuaSocket, for the TCP side
 
 if arg[1] ~= "--new-copy" then -- the old process
@@ -22,7 +23,7 @@ if arg[1] ~= "--new-copy" then -- the old process
     os.exit(1)
   end
   listener:close()                             -- the copy serves from now on
-  print(("old %d: handed over to %d"):format(fdpass.getpid(), new:pid()))
+  print(("old %d: handed over to %d"):format(getpid(), new:pid()))
 
   local client = assert(socket.connect(host, port))
   print("client got: " .. assert(client:receive("*l")))
@@ -38,7 +39,7 @@ else -- the new copy
   server:setfd(fds[1]:detach())
   server:listen(32)                            -- makes the object a server
   assert(ch:send("ready"))
-  print(("new %d: serving on %s with %s"):format(fdpass.getpid(), info.addr, state))
+  print(("new %d: serving on %s with %s"):format(getpid(), info.addr, state))
   local client = assert(server:accept())
   client:send(state .. "\n")
   client:close()

@@ -3,7 +3,8 @@
 -- running), by clients of spec/attack/control_client.lua: a client that
 -- opens connections and says nothing (slowloris), garbage, requests that
 -- carry descriptors, and strangers as nobody on an abstract name and on a
--- path. Bounds: the loop gap (see attack_stall_spec.lua for why 250 ms),
+-- path. Bounds: the loop gap and the CPU time of one step (see
+-- attack_stall_spec.lua for why 250 ms and 50 ms),
 -- the descriptors held at any time (at most 64 waiting clients and one
 -- step's accepts), none held afterwards (collector stopped), and
 -- rate-limited log lines.
@@ -28,6 +29,8 @@ local function attack(client, gc)
   lu.assertEquals(r.exit, "exit:0", A.summary(r))
   lu.assertTrue(r.max_gap_ms < MAX_GAP_MS, ("%s: the serving loop stalled %.1f ms: %s")
     :format(client.mode, r.max_gap_ms, A.summary(r)))
+  lu.assertTrue(r.max_step_cpu_ms < 50, ("%s: one step took %.1f ms of CPU: %s")
+    :format(client.mode, r.max_step_cpu_ms, A.summary(r)))
   return r
 end
 

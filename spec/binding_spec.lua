@@ -139,6 +139,40 @@ T.test_argument_errors_name_the_function_on_every_lua = function()
   for _, x in ipairs { r, w, a, b } do x:close() end
 end
 
+-- ---- received descriptors ----------------------------------------------------
+
+-- ch:recv(timeout, into) fills the caller's table (reused from message to
+-- message) instead of a new one: what was there beyond this message's
+-- descriptors is cleared, and each descriptor is an fd object as usual.
+T.test_recv_into_a_table_refills_it = function()
+  local a, b = assert(fdpass.socketpair())
+  local r, w = fos.pipe()
+  local into = { "stale", "stale", "stale" }
+  assert(a:send("two", { r, w }))
+  local data, got = b:recv(5, into)
+  lu.assertEquals({ data, rawequal(got, into), #into, into[3] }, { "two", true, 2, nil })
+  lu.assertEquals({ into[1]:info().kind, into[2]:info().kind }, { "pipe", "pipe" })
+  fdpass.close_all(into)
+  assert(a:send("none"))
+  data, got = b:recv(5, into)
+  lu.assertEquals({ data, rawequal(got, into), #into }, { "none", true, 0 })
+  for _, x in ipairs { r, w, a, b } do x:close() end
+end
+
+-- A closed fd object has a metatable without __gc (the collector has
+-- nothing to do for it) and is still an fdpass.fd to tostring and __name.
+T.test_a_closed_fd_object_leaves_nothing_to_the_collector = function()
+  local r, w = fos.pipe()
+  lu.assertNotNil(getmetatable(r).__gc)
+  r:close()
+  lu.assertNil(getmetatable(r).__gc)
+  lu.assertEquals({ tostring(r), getmetatable(r).__name }, { "fdpass.fd (closed)", "fdpass.fd" })
+  H.assert_raises("attempt to use a closed fdpass.fd", r.close, r)
+  local n = w:detach()
+  lu.assertNil(getmetatable(w).__gc)
+  fdpass.fd(n):close()
+end
+
 -- ---- servers -----------------------------------------------------------------
 
 -- fdpass.server(x) adopts an inherited listening channel socket (what a new

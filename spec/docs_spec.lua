@@ -1,7 +1,8 @@
 -- Every fenced code block of README.md and docs/*.md is run or checked
 -- here, so that what the documentation shows is what the code does. A new
 -- page under docs/ is covered as soon as it exists. Every relative link of
--- those pages must name a file of the tree, and README must link each page.
+-- those pages must name a file of the tree (and a heading of it), README
+-- must link each page, and no code block may be indented instead of fenced.
 --
 -- What happens to a block depends on its language, and on an optional
 -- marker: an HTML comment (invisible once rendered) on the line right
@@ -432,6 +433,35 @@ function tests.test_links_name_files_of_the_tree_and_readme_links_every_page()
     end
   end
   lu.assertEquals(missing, {})
+end
+
+-- An indented code block would escape the blocks above: each must be fenced.
+-- One is four spaces in after a blank line whose paragraph before it is
+-- neither a list item nor indented itself (a list's continuation).
+function tests.test_every_code_block_is_fenced()
+  local found = {}
+  for _, page in ipairs(pages()) do
+    local lines, fence, prev_blank, last_text = {}, nil, true, ""
+    for l in (read(page) .. "\n"):gmatch("(.-)\n") do lines[#lines + 1] = l end
+    for i, l in ipairs(lines) do
+      local f = l:match("^%s*(```+)")
+      if fence then
+        if f and #f >= #fence then fence = nil end
+      elseif f then
+        fence = f
+      elseif l:match("^    +%S") and prev_blank and not last_text:match("^%s*[%-%*+]%s")
+        and not last_text:match("^%s*%d+[%.%)]%s") and not last_text:match("^%s") then
+        found[#found + 1] = ("%s:%d: an indented code block: fence it (```sh, ```lua, ...)"):format(page, i)
+      end
+      if l:match("%S") then
+        if not (l:match("^    +%S") and prev_blank) then last_text = l end
+        prev_blank = false
+      else
+        prev_blank = true
+      end
+    end
+  end
+  lu.assertEquals(found, {})
 end
 
 function tests.test_readme_is_a_page_or_two()

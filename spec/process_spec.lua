@@ -191,6 +191,29 @@ TestProcess = H.suite {
     y:close()
   end,
 
+  -- LuaSocket opens its sockets without close-on-exec: the child must
+  -- still get only 0-2 and the map (a gap below the highest target, and
+  -- everything above it), or a connection lives on in a new copy.
+  test_spawn_leaves_unmapped_descriptors_behind = function()
+    local y = H.tempfile("yyy")
+    local first = assert(socket.bind("127.0.0.1", 0))
+    local s = assert(socket.bind("127.0.0.1", 0)) -- above 3: a target can be below it
+    local n = s:getfd()
+    lu.assertTrue(n > 3)
+    for _, target in ipairs { 3, n + 7 } do
+      local how, code, out = output_of({ H.lua, "-e", ([[
+        local fdpass = require "fdpass"
+        local _, err = fdpass.info(%d)
+        io.write(tostring(err), " ", fdpass.info(%d).size)
+      ]]):format(n, target) }, { fds = { [target] = y } })
+      lu.assertEquals({ how, code }, { "exit", 0 })
+      lu.assertStrContains(out, "Bad file descriptor 3")
+    end
+    y:close()
+    s:close()
+    first:close()
+  end,
+
   test_fds_mapping_stdin = function()
     local input = H.tempfile("through stdin\n")
     local how, n, out = output_of({ "cat" }, { fds = { [0] = input } })

@@ -344,8 +344,13 @@ function S.check(lu, r, opts)
   lu.assertTrue(r.final_count <= answered + 2 * (conns + wrk_conns),
     ("counter %d > %d answered + those under way"):format(r.final_count, answered) .. why)
   lu.assertTrue(r.fds_end <= r.fds_start, ("descriptors %d -> %d"):format(r.fds_start, r.fds_end) .. why)
-  lu.assertTrue(r.rss_end <= math.max(r.rss_start * 1.25, r.rss_start + 2048),
-    ("RSS %d -> %d KiB"):format(r.rss_start, r.rss_end) .. why)
+  -- Under AddressSanitizer (make sanitize) freed memory waits in its
+  -- quarantine: RSS then grows with every connection made, and says
+  -- nothing of a leak. Everywhere else it must stay flat.
+  if not (os.getenv("LD_PRELOAD") or ""):find("asan", 1, true) then
+    lu.assertTrue(r.rss_end <= math.max(r.rss_start * 1.25, r.rss_start + 2048),
+      ("RSS %d -> %d KiB"):format(r.rss_start, r.rss_end) .. why)
+  end
   lu.assertNil(r.log:find("unable to update event disposition", 1, true), why)
 end
 

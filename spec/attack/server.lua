@@ -30,7 +30,7 @@
 --
 -- Both faces of fdpass.upgrade are driven: the pollable one of the split
 -- (up:upgrade() starts, up:step() advances, up:pollfd()/up:timeout() say
--- when) where the upgrader has up:pollfd, else the task of up:begin().
+-- when) where fdpass.upgrade.protocol exists, else the task of up:begin().
 local fdpass = require "fdpass"
 local fos = require "fdpass.os"
 local net = require "fdpass.net"
@@ -86,7 +86,8 @@ local timeouts = {
   hello = tonumber(opts.hello or 3), handover = tonumber(opts.handover or 2),
   ready = tonumber(opts.ready or 3), commit = tonumber(opts.commit or 2), kill = 1,
 }
-local pollable = upgrade.new({ argv = argv, systemd = false }).pollfd ~= nil -- the split's face (CONTRACT.md)
+-- the split's face (CONTRACT.md) comes with its protocol module
+local pollable = pcall(require, "fdpass.upgrade.protocol")
 local up = upgrade.new { argv = argv, timeouts = timeouts, log = log, rendezvous = opts.rendezvous == "1",
   systemd = opts.systemd == "1", signal = false, control = pollable and opts.control or nil }
 if pollable then assert(up.inherit, "upgrader without inherit")(up) else up:start() end
@@ -135,6 +136,7 @@ local fd_peak, fd_sampled = 0, 0
 local running, result, reason, ended_at, fd_at_end_of_upgrade
 local max_gap, gaps_over_50ms, iterations = 0, 0, 0
 local max_step = 0 -- the longest single step of the upgrader (and controller)
+local max_step_cpu = 0 -- the most CPU time a single step used
 local cpu0, cpu_upgrade = nil, nil
 local task
 local measured = false -- the upgrade ran during the previous iteration
@@ -216,7 +218,7 @@ while true do
   -- generous driving there is (no wake-up missed); what a step costs is
   -- what the gap shows.
   if ctl then ctl:step(rs, ws) end
-  local step_started = now()
+  local step_started, step_cpu = now(), os.clock()
   if pollable and (running or opts.control) then
     local ev, info = up:step()
     if ev == "upgraded" then finish_upgrade(true, info and info.pid)
@@ -229,6 +231,10 @@ while true do
   if measured then
     local took = now() - step_started
     if took > max_step then max_step = took end
+    -- CPU time (os.clock: this process's, to the microsecond): what the
+    -- step itself cost, whatever else the CPU ran meanwhile
+    local cpu = os.clock() - step_cpu
+    if cpu > max_step_cpu then max_step_cpu = cpu end
   end
 end
 
@@ -242,6 +248,7 @@ report("result", result or "running")
 report("reason", reason or "")
 report("max_gap_ms", ("%.1f"):format(max_gap * 1e3))
 report("max_step_ms", ("%.1f"):format(max_step * 1e3))
+report("max_step_cpu_ms", ("%.1f"):format(max_step_cpu * 1e3))
 report("gaps_over_50ms", gaps_over_50ms)
 report("iterations", iterations)
 report("upgrade_s", ("%.3f"):format((ended_at or now()) - trigger_at))
@@ -256,6 +263,9 @@ report("fd_end", fd_end)
 report("fd_peak", fd_peak)
 f:close()
 for fd in pairs(conns) do fd:close() end
+-- An app's last call; not with systemd on: the systemd spec's notify peer
+-- never reads, and close() would wait out the retries (10 s) for it.
+if pollable and not running and opts.systemd ~= "1" then up:close() end
 if running then
   -- the window closed first: leave no new copy behind (the spec kills by
   -- pid as well)

@@ -204,8 +204,9 @@ FDPASS_API int fdpass_fdinfo_get(int fd, fdpass_fdinfo *info);
 /* Starts the program `file` (looked up in PATH when it has no '/', as
  * execvp does) with argv and envp (NULL: this environment), without a
  * shell. map[i] = { child_fd, parent_fd }: parent_fd appears in the child as
- * child_fd (not close-on-exec there); everything else close-on-exec stays
- * behind. Returns 0 and *pid. */
+ * child_fd (not close-on-exec there). The child holds 0, 1, 2 and the
+ * mapped descriptors, nothing else: every other descriptor above 2 stays
+ * behind, close-on-exec or not. Returns 0 and *pid. */
 FDPASS_API int fdpass_spawn(pid_t *pid, const char *file, char *const argv[],
                  char *const envp[], const int (*map)[2], size_t nmap);
 

@@ -45,6 +45,25 @@ int fdpass_spawn(pid_t *pid, const char *file, char *const argv[],
     }
     for (size_t i = 0; i < nmap && !r; i++)
         r = posix_spawn_file_actions_adddup2(&fa, tmp[i], map[i][0]);
+    /* The child gets 0-2 and the map, nothing else: a descriptor the app
+     * opened without close-on-exec (LuaSocket's sockets, for one) would
+     * otherwise live on in the new copy, and a connection the old process
+     * closes would stay open there. Below the highest target, each gap is
+     * closed one by one (glibc ignores EBADF for a close action); above
+     * it, closefrom. */
+    for (int fd = 3; fd < above && !r; fd++) {
+        int target = 0;
+        for (size_t i = 0; i < nmap; i++)
+            target |= map[i][0] == fd;
+        if (!target)
+            r = posix_spawn_file_actions_addclose(&fa, fd);
+    }
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 34))
+    if (!r)
+        r = posix_spawn_file_actions_addclosefrom_np(&fa, above > 3 ? above : 3);
+#else
+#error "fdpass_spawn needs posix_spawn_file_actions_addclosefrom_np (glibc 2.34)"
+#endif
     /* A fresh process: no signal blocked (a parent that takes its signals
      * through a signalfd blocks them) and every handled signal back to its
      * default; an ignored one stays ignored, as across exec. */

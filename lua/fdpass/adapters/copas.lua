@@ -183,13 +183,14 @@ end
 -- ---- the adapter -----------------------------------------------------------------
 
 --- Creates the adapter and the process's upgrader (options of
--- `fdpass.adapters.core.new`: `control`, `pidfile`, `mode`, `drain`, ...).
+-- `fdpass.adapters.core.new`: `control`, `pidfile`, `mode`, `drain`, ...);
+-- `nil, msg, ERRNAME` when the world refuses (no descriptor left, ...).
 function M.new(opts)
-  local self = setmetatable({ handlers = {}, listeners = {} }, Adapter)
-  self.core = core.new(opts)
-  self.generation = self.core.generation
+  local c, err, code = core.new(opts)
+  if not c then return nil, err, code end
+  local self = setmetatable({ handlers = {}, listeners = {}, core = c }, Adapter)
+  self.generation = c.generation
   self.draining = false
-  local c = self.core
   c.on_commit = function() self:committed() end
   c.on_deadline = function() self:deadline() end
   c.on_connection = function(conn) self:adopt(conn) end

@@ -43,7 +43,8 @@ end
 --   gone (default 10): idle ones are closed then, busy ones after the
 --   answer in flight, and a connection still busy a `drain` later is cut
 --   (counted as such); `state` a table kept across upgrades (see `state`).
--- @return core object
+-- @return core object, or `nil, msg, ERRNAME` when the world refuses
+--   (e.g. no descriptor left for the upgrader: EMFILE)
 function M.new(opts)
   if opts ~= nil and type(opts) ~= "table" then
     error("bad argument #1 to 'new' (table expected, got " .. type(opts) .. ")", 2)
@@ -71,7 +72,9 @@ function M.new(opts)
     counts = { accepted = 0, adopted = 0, handed = 0, polite = 0, peer = 0, cut = 0 },
     listeners = {}, tables = {},
   }, Core)
-  self.up = upgrade.new(upopts)
+  local up, err, code = upgrade.new(upopts)
+  if not up then return nil, err, code end
+  self.up = up
   self.inherited = self.up:inherit { inherit = function(got) return self:check_inherited(got) end }
   self.generation = self.up.generation
   -- A new copy stays until its old process is done: what that one still

@@ -31,7 +31,8 @@ Adapter.__index = Adapter
 
 --- Creates the adapter (and the process's upgrader: see
 -- `fdpass.adapters.core.new` for `opts`), plus `opts.cq`: the controller to
--- run in (default a new one, `ad.cq`).
+-- run in (default a new one, `ad.cq`). `nil, msg, ERRNAME` when the world
+-- refuses (see `core.new`).
 function M.new(opts)
   opts = opts or {}
   local cq = opts.cq
@@ -39,8 +40,9 @@ function M.new(opts)
   for k, v in pairs(opts) do
     if k ~= "cq" then rest[k] = v end
   end
-  local self = setmetatable({ cq = cq or cqueues.new() }, Adapter)
-  self.core = core.new(rest)
+  local c, err, code = core.new(rest)
+  if not c then return nil, err, code end
+  local self = setmetatable({ cq = cq or cqueues.new(), core = c }, Adapter)
   self.core.on_connection = function(conn) self:adopt_conn(conn) end
   self.core.on_exit = function() cqueues.cancel(self.core.up:pollfd()) end
   return self

@@ -43,10 +43,13 @@ local LISTEN_KEYS = { host = true, port = true, path = true, family = true, reus
 
 --- Creates the adapter and the process's upgrader (options of
 -- `fdpass.adapters.core.new`: `control`, `pidfile`, `mode`, `drain`, `log`,
--- ...; `cq` a cqueues controller to run in).
+-- ...; `cq` a cqueues controller to run in). `nil, msg, ERRNAME` when the
+-- world refuses (no descriptor left, ...).
 function M.new(opts)
   local self = setmetatable({}, Adapter)
-  self.cqa = cqa.new(opts)
+  local a, err, code = cqa.new(opts)
+  if not a then return nil, err, code end
+  self.cqa = a
   self.core = self.cqa.core
   self.cq = self.cqa.cq
   self.generation = self.core.generation

@@ -42,11 +42,12 @@ local SWEEP = 1000 -- ms between sweeps of closed connections while serving
 
 --- Creates the adapter and the process's upgrader (options of
 -- `fdpass.adapters.core.new`: `control`, `pidfile`, `mode`, `drain`, ...),
--- and starts watching the upgrader in the default luv loop.
+-- and starts watching the upgrader in the default luv loop; `nil, msg,
+-- ERRNAME` when the world refuses (no descriptor left, ...).
 function M.new(opts)
-  local self = setmetatable({ listeners = {}, draining = false }, Adapter)
-  local c = core.new(opts)
-  self.core = c
+  local c, err, code = core.new(opts)
+  if not c then return nil, err, code end
+  local self = setmetatable({ listeners = {}, draining = false, core = c }, Adapter)
   self.generation = c.generation
   c.on_commit = function() self:committed() end
   c.on_deadline = function() self:deadline() end
