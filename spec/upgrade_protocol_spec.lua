@@ -71,6 +71,42 @@ T.test_connections_pair_entries_with_descriptors_and_close_the_unpaired = functi
   H.close_all(ends)
 end
 
+-- CONNS in columns (what handoff_all sends): names shared or per
+-- connection, buffered and meta only where there are any; through the
+-- codec and back. A count that disagrees with the descriptors closes them all.
+T.test_conns_in_columns_round_trip_and_a_wrong_count_closes_every_descriptor = function()
+  collectgarbage("stop")
+  local before = fdpass.fdcount()
+  local function pairs_of(n)
+    local mine, theirs = {}, {}
+    for i = 1, n do mine[i], theirs[i] = assert(fdpass.socketpair("stream")) end
+    return mine, theirs
+  end
+  local mine, theirs = pairs_of(3)
+  local list = { { name = "http", conn = theirs[1], buffered = "GET /" }, { name = "http", conn = theirs[2] },
+    { name = "http", conn = theirs[3], meta = { id = 7 } } }
+  local msg, fds = P.conns_columns(list)
+  lu.assertEquals(msg.name, "http")
+  lu.assertNil(msg.names)
+  lu.assertEquals(#fds, 3)
+  local got = P.connections(P.decode(P.encode(msg)), fds)
+  lu.assertEquals(#got, 3)
+  lu.assertEquals({ got[1].name, got[1].buffered, got[2].buffered, got[3].meta.id }, { "http", "GET /", "", 7 })
+  list[2].name = "admin"
+  msg = P.conns_columns(list)
+  lu.assertNil(msg.name)
+  got = P.connections(P.decode(P.encode(msg)), { theirs[1], theirs[2], theirs[3] })
+  lu.assertEquals({ got[1].name, got[2].name, got[3].name }, { "http", "admin", "http" })
+  -- the count says 3, two descriptors came: none adopted, both closed now
+  local d1, d2 = fdpass.dup(theirs[1]), fdpass.dup(theirs[2])
+  local during = fdpass.fdcount()
+  lu.assertEquals(P.connections(P.decode(P.encode(msg)), { d1, d2 }), {})
+  lu.assertEquals(fdpass.fdcount(), during - 2)
+  for i = 1, 3 do mine[i]:close(); theirs[i]:close() end
+  lu.assertEquals(fdpass.fdcount(), before)
+  collectgarbage("restart")
+end
+
 T.test_cause_is_the_line_before_the_traceback_without_the_interpreter = function()
   lu.assertEquals(P.cause("lua5.4: app.lua:136: unexpected symbol near '='\nstack traceback:\n\t[C]: in ?\n"),
     "app.lua:136: unexpected symbol near '='")

@@ -80,7 +80,7 @@ function M.new(opts)
   self._poll = poll
   self._listeners = {}
   self._state_fn = function() return nil end
-  self._queue = { first = 1, last = 0 }
+  self._queue = { first = 1, last = 0, names = {}, values = {} }
   self._systemd = opts.systemd ~= false and (type(opts.systemd) == "table" and opts.systemd or {})
   self._control_opt, self._stats = opts.control, opts.stats
   return self
@@ -216,19 +216,22 @@ function Upgrader:timeout()
   return math.max(0, soon - now())
 end
 
+-- Events in two columns (names, values): no table per event, which a
+-- batch of 10,000 connections would pay 10,000 times.
 function Upgrader:_push(name, value)
   local q = self._queue
-  q.last = q.last + 1
-  q[q.last] = { name, value }
+  local i = q.last + 1
+  q.last, q.names[i], q.values[i] = i, name, value
 end
 
 function Upgrader:_pop()
   local q = self._queue
-  if q.first > q.last then return nil end
-  local ev = q[q.first]
-  q[q.first] = nil
-  q.first = q.first + 1
-  return ev[1], ev[2]
+  local i = q.first
+  if i > q.last then return nil end
+  local name, value = q.names[i], q.values[i]
+  q.names[i], q.values[i] = nil, nil
+  q.first = i + 1
+  return name, value
 end
 
 -- A ready key: whose it is, and its bounded piece of work.

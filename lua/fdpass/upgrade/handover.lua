@@ -6,19 +6,24 @@
 -- as the channel becomes writable ("to_new" in the poll set).
 -- @module fdpass.upgrade.handover
 local P = require "fdpass.upgrade.protocol"
+local fos = require "fdpass.os"
+
+local now = fos.monotonic
 
 local M = {}
 
---- One CONN, or one CONNS for several, to the new copy.
+--- One CONN, or one CONNS for several, to the new copy. CONNS goes in
+-- columns (P.conns_columns): a table per connection cost more to encode
+-- and decode than the kernel takes to pass its descriptor (bench/NOTES.md).
 function M.send(up, list)
   local ch = up._to_new
-  local entries, fds = {}, {}
-  for i, e in ipairs(list) do
-    entries[i] = { name = e.name, buffered = e.buffered or "", meta = e.meta }
-    fds[i] = e.conn
+  local msg, fds
+  if #list == 1 then
+    local e = list[1]
+    msg, fds = { t = "CONN", name = e.name, buffered = e.buffered or "", meta = e.meta }, { e.conn }
+  else
+    msg, fds = P.conns_columns(list)
   end
-  local msg = #list == 1 and { t = "CONN", name = entries[1].name, buffered = entries[1].buffered,
-    meta = entries[1].meta } or { t = "CONNS", conns = entries }
   local ok, err, code = ch:send(P.encode(msg), fds, 0)
   if not ok and code == "EAGAIN" then
     up._poll:watch("to_new", ch, "w")
@@ -43,14 +48,21 @@ end
 function M.finish(up, final_state)
   local ch = up._to_new
   if not ch then return true end
-  if final_state == nil then
-    local ok, st = pcall(up._state_fn)
-    if ok then final_state = st else up.log("finish: state function failed: " .. tostring(st)) end
+  local deadline = now() + up.timeouts.handover
+  local function left() return math.max(0, deadline - now()) end
+  -- The connections still queued go first: the new copy takes them in
+  -- while the final state is made and encoded here. Then the state and
+  -- DONE are sent waiting (this is the last act), not queued: no copy.
+  local ok, err = ch:flush(left())
+  if ok then
+    if final_state == nil then
+      local sok, st = pcall(up._state_fn)
+      if sok then final_state = st else up.log("finish: state function failed: " .. tostring(st)) end
+    end
+    local eok, encoded = pcall(P.encode, { t = "STATE", final = true, state = final_state })
+    if eok then ok, err = ch:send(encoded, nil, left()) else up.log("finish: " .. tostring(encoded)) end
+    if ok then ok, err = ch:send(P.encode { t = "DONE" }, nil, left()) end
   end
-  local eok, encoded = pcall(P.encode, { t = "STATE", final = true, state = final_state })
-  if eok then ch:send(encoded, nil, 0) else up.log("finish: " .. tostring(encoded)) end
-  ch:send(P.encode { t = "DONE" }, nil, 0)
-  local ok, err = ch:flush(up.timeouts.handover)
   if not ok then up.log("finish: " .. tostring(err)) end
   up._poll:unwatch("to_new")
   ch:close()

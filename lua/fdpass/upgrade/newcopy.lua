@@ -193,17 +193,21 @@ local function finish_incoming(up)
 end
 
 --- Reads what the old process sent after the commit, at most
--- P.STEP.messages messages, into the upgrader's event queue:
--- "connection" (each), "state" (the final state), "done".
+-- P.STEP.messages messages or STEP_BYTES (and the message that crosses
+-- it), into the upgrader's event queue: "connection" (each), "state" (the
+-- final state), "done". The connections of a CONNS thus reach the app
+-- before a big final state behind them is decoded.
+local STEP_BYTES = 64 * 1024
 function M.receive(up)
-  local ch = up._from_old
+  local ch, bytes = up._from_old, 0
   for _ = 1, P.STEP.messages do
-    if not ch then return end
+    if not ch or bytes >= STEP_BYTES then return end
     local data, fds, code = ch:recv(0)
     if not data then
       if code ~= "EAGAIN" then finish_incoming(up) end
       return
     end
+    bytes = bytes + #data
     local msg = P.decode(data)
     if msg and (msg.t == "CONN" or msg.t == "CONNS") then
       for _, c in ipairs(P.connections(msg, fds)) do up:_push("connection", c) end

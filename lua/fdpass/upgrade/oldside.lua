@@ -182,6 +182,7 @@ function Task:meet(rdv, deadline)
   local refused = poller.counted(self.up.log, "rendezvous: refused %s strangers")
   self.refused = refused
   while now() < deadline do
+    local n = 0
     for _ = 1, P.STEP.accepts do
       local ch = rdv:accept(0)
       if not ch then break end
@@ -192,8 +193,17 @@ function Task:meet(rdv, deadline)
       end
       ch:close()
       refused.bump()
+      n = n + 1
     end
-    self:wait_for("task.rdv", rdv, "r", deadline)
+    if n < P.STEP.accepts then
+      self:wait_for("task.rdv", rdv, "r", deadline)
+    else
+      -- A full batch of strangers: more are queued. Turning them away as
+      -- fast as they come would give them the serving process's CPU (and
+      -- the scheduler's latency with it): the next batch after a pause.
+      self.poll:unwatch("task.rdv")
+      self:wait_for(nil, nil, nil, math.min(deadline, now() + P.STEP.stranger_pause))
+    end
   end
   refused.flush()
   return nil, "timed out waiting for the new copy on the rendezvous socket" ..
@@ -217,7 +227,9 @@ function Task:spawn()
     -- The name is world-readable (/proc/net/unix): a random part of its
     -- own, nothing of the token.
     local lerr, lcode
-    rdv, lerr, lcode = fdpass.listen(("@fdpass-upgrade-%d-%s"):format(fos.getpid(), random_hex(6)))
+    -- A short backlog: strangers queued ahead of the copy are turned away
+    -- a batch per pause, so fewer of them means a shorter wait for it.
+    rdv, lerr, lcode = fdpass.listen(("@fdpass-upgrade-%d-%s"):format(fos.getpid(), random_hex(6)), { backlog = 64 })
     if not rdv then w:close(); return nil, lerr, lcode end
     self.rdv = rdv
     env[P.ENV_ADDR], env[P.ENV_TOKEN] = rdv:address(), self.token

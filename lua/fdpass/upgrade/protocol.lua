@@ -18,7 +18,9 @@ P.CONTROL_NAME = "fdpass.control" -- the control socket, offered to every new co
 
 --- Limits of one step's work (issue 10): messages read, stderr bytes,
 -- connections accepted and refused on the control and rendezvous sockets.
-P.STEP = { messages = 16, stderr = 64 * 1024, accepts = 16, events = 64 }
+-- After a full batch of strangers on the rendezvous socket, it is left
+-- alone for `stranger_pause` seconds (at most 16 refused per 10 ms).
+P.STEP = { messages = 16, stderr = 64 * 1024, accepts = 16, events = 64, stranger_pause = 0.01 }
 
 -- How a phase reads in a failure message.
 local PHASE_TEXT = {
@@ -109,6 +111,38 @@ function P.claim(msg, fds)
   return listeners, claimed, unclaimed
 end
 
+--- A CONNS message in columns, and its descriptors: connection i is
+-- descriptor i; its name is `name` when all share one, else
+-- `names[name_of[i]]`; `buffered[i]` and `meta[i]` only where there are any.
+function P.conns_columns(list)
+  local fds, buffered, meta = {}, {}, {}
+  local n = #list
+  local one = n > 0 and list[1].name
+  for i = 1, n do
+    local e = list[i]
+    fds[i] = e.conn
+    local b = e.buffered
+    if b and b ~= "" then buffered[i] = b end
+    if e.meta ~= nil then meta[i] = e.meta end
+    if e.name ~= one then one = nil end
+  end
+  local msg = { t = "CONNS", n = n, buffered = buffered, meta = meta, name = one }
+  if one == nil and n > 0 then
+    local names, name_of, index = {}, {}, {}
+    for i = 1, n do
+      local name = list[i].name
+      local k = index[name]
+      if not k then
+        k = #names + 1
+        names[k], index[name] = name, k
+      end
+      name_of[i] = k
+    end
+    msg.names, msg.name_of = names, name_of
+  end
+  return msg, fds
+end
+
 --- The live connections of a CONN or CONNS message: a list of
 -- `{name=, fd=, buffered=, meta=}`. A descriptor without an entry (or the
 -- reverse) is closed at once, never adopted blind.
@@ -120,6 +154,24 @@ function P.connections(msg, fds)
         meta = msg.meta }
     end
     for i = 2, #fds do fds[i]:close() end
+    return list
+  end
+  if msg.conns == nil and msg.n ~= nil then -- in columns
+    local n = #fds
+    local buffered = type(msg.buffered) == "table" and msg.buffered or {}
+    local meta = type(msg.meta) == "table" and msg.meta or {}
+    local names = type(msg.names) == "table" and msg.names or {}
+    local name_of = type(msg.name_of) == "table" and msg.name_of or {}
+    if msg.n ~= n then -- descriptors and entries disagree: none adopted blind
+      for i = 1, n do fds[i]:close() end
+      return list
+    end
+    local one = msg.name
+    for i = 1, n do
+      local b = buffered[i]
+      list[i] = { name = one or names[name_of[i]], fd = fds[i], buffered = type(b) == "string" and b or "",
+        meta = meta[i] }
+    end
     return list
   end
   local entries = type(msg.conns) == "table" and msg.conns or {}
