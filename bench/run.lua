@@ -65,7 +65,7 @@ local have_cg = ok("valgrind --version")
 local CONTENDERS = {
   { id = "floor", label = "floor: C sendmsg/recvmsg", cmd = CBENCH .. " floor" },
   { id = "craw", label = "C API fdpass_sendmsg/recvmsg", cmd = CBENCH .. " raw" },
-  { id = "cframed", label = "C API fdpass_send/recv", cmd = CBENCH .. " framed" },
+  { id = "cframed", label = "C API fdpass_chan_send/recv", cmd = CBENCH .. " framed" },
   { id = "lframed", label = "Lua 5.4 ch:send/recv, fd:close()", cmd = LUA .. " bench/lbench.lua framed" },
   { id = "lraw", label = "Lua 5.4 ch:sendmsg/recvmsg, fd:close()", cmd = LUA .. " bench/lbench.lua raw" },
   { id = "linto", label = "Lua 5.4 ch:recv(nil, into) (one table reused), fd:close()",
