@@ -8,7 +8,9 @@
 -- usage: lua5.4 examples/http_load.lua PORT [CONNS=16] [MAX_SECONDS=300]
 -- prints: load: sent=N answered=N failed=N reset=N refused=N inflight=N
 --   closed=N (polite closes) worst_us=N (the slowest answer, microseconds)
-local fdpass = require "fdpass"
+local loop = require "fdpass.loop"
+local net = require "fdpass.net"
+local fos = require "fdpass.os"
 
 local port = assert(tonumber(arg[1]), "usage: http_load.lua PORT [CONNS] [MAX_SECONDS]")
 local nconns = tonumber(arg[2]) or 16
@@ -17,16 +19,16 @@ local REQUEST = "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
 
 local stats = { sent = 0, answered = 0, failed = 0, reset = 0, refused = 0, closed = 0, worst = 0 }
 local conns = {}
-local stop = assert(fdpass.signals { "TERM", "INT" })
+local stop = assert(fos.signals { "TERM", "INT" })
 
 local function connect()
-  local fd, err = fdpass.tcp_connect("127.0.0.1", port, 2)
+  local fd, err = net.tcp_connect("127.0.0.1", port, 2)
   if not fd then
     stats.refused = stats.refused + 1
     io.stderr:write("load: ", err, "\n")
     return nil
   end
-  local c = { fd = fd, buf = "", out = REQUEST, since = fdpass.monotonic() }
+  local c = { fd = fd, buf = "", out = REQUEST, since = fos.monotonic() }
   conns[fd] = c
   stats.sent = stats.sent + 1
   return c
@@ -61,7 +63,7 @@ local function on_answer(c)
     local close = c.buf:sub(1, head_end):lower():find("\nconnection:%s*close") ~= nil
     c.buf = c.buf:sub(head_end + 4 + length)
     if ok then stats.answered = stats.answered + 1 else stats.failed = stats.failed + 1 end
-    local t = fdpass.monotonic()
+    local t = fos.monotonic()
     stats.worst = math.max(stats.worst, t - c.since)
     if close then -- polite: the server said so; a new connection goes on
       conns[c.fd] = nil
@@ -83,14 +85,14 @@ for _ = 1, nconns do
   if c then flush(c) end
 end
 
-local deadline = fdpass.monotonic() + max_seconds
+local deadline = fos.monotonic() + max_seconds
 local running = true
-while running and fdpass.monotonic() < deadline do
+while running and fos.monotonic() < deadline do
   local readers, writers = { stop }, {}
   for fd, c in pairs(conns) do
     if #c.out > 0 then writers[#writers + 1] = fd else readers[#readers + 1] = fd end
   end
-  local r, w = fdpass.poll(readers, writers, 0.5)
+  local r, w = loop.poll(readers, writers, 0.5)
   for _, fd in ipairs(w) do
     if conns[fd] then flush(conns[fd]) end
   end

@@ -6,6 +6,8 @@
 -- SOAK=1 (make soak): upgrades back to back, a line per 100, at most
 -- MAX_SECONDS (default 900) of upgrading, and memory must stay flat too.
 local fdpass = require "fdpass"
+local loop = require "fdpass.loop"
+local fos = require "fdpass.os"
 local upgrade = require "fdpass.upgrade"
 
 local soak = os.getenv("SOAK") == "1"
@@ -14,10 +16,10 @@ local max_seconds = tonumber(os.getenv("MAX_SECONDS") or "") or 900
 local pause = soak and 0.01 or 0.2
 local nconns = tonumber(os.getenv("CONNS") or "") or 16
 local lua = os.getenv("FDPASS_LUA") or "lua5.4"
-local control = ("@fdpass-demo-%d"):format(fdpass.getpid())
+local control = ("@fdpass-demo-%d"):format(fos.getpid())
 local pidfile = os.tmpname()
 
-local function sleep(s) fdpass.poll({}, nil, s) end
+local function sleep(s) loop.poll({}, nil, s) end
 
 local function stats()
   local r, err = upgrade.request(control, "stats", 10)
@@ -37,7 +39,7 @@ assert(first, "the server did not start")
 print(("server: pid %d on 127.0.0.1:%d, control %s"):format(first.pid, first.port, control))
 
 -- 2. the load, as a process of its own, its summary through a pipe
-local out_r, out_w = assert(fdpass.pipe())
+local out_r, out_w = assert(fos.pipe())
 local load = assert(fdpass.spawn({ lua, "examples/http_load.lua", tostring(first.port),
   tostring(nconns), tostring(max_seconds + 120) }, { fds = { [1] = out_w } }))
 out_w:close()
@@ -47,9 +49,9 @@ print(("load: %d keep-alive connections; server holds %d descriptors (%d connect
   :format(nconns, at_start.fdcount, at_start.conns))
 
 -- 3. the upgrades
-local done, times, stop_at = 0, {}, fdpass.monotonic() + max_seconds
+local done, times, stop_at = 0, {}, fos.monotonic() + max_seconds
 for i = 1, upgrades do
-  if fdpass.monotonic() > stop_at then
+  if fos.monotonic() > stop_at then
     print(("time limit of %d s reached after %d upgrades"):format(max_seconds, i - 1))
     break
   end
@@ -81,7 +83,7 @@ end
 out_r:close()
 load:wait(10)
 server:wait(0) -- the first generation left long ago: reap it
-fdpass.kill(at_end.pid, "TERM")
+fos.kill(at_end.pid, "TERM")
 os.remove(pidfile)
 
 local line = table.concat(summary)

@@ -182,22 +182,23 @@ function fdpass.luasocket(x, backlog)
   return s
 end
 
--- ---- old names -----------------------------------------------------------
--- The kits moved to fdpass.os, fdpass.net, fdpass.loop and fdpass.codec;
--- these aliases stay until every caller in this tree has moved
--- (rename-old-names.py), then this block goes.
+-- The kits' functions moved to fdpass.os, fdpass.net, fdpass.loop and
+-- fdpass.codec: asking fdpass for one says where it went, rather than
+-- giving nil to call.
 do
-  local kits = { os = require "fdpass.os", net = require "fdpass.net",
-                 loop = require "fdpass.loop", codec = require "fdpass.codec" }
-  for _, kit in pairs(kits) do
-    for k, v in pairs(kit) do fdpass[k] = v end
+  local moved = {}
+  for _, kit in ipairs { "os", "net", "loop", "codec" } do
+    for k in pairs(require("fdpass." .. kit)) do moved[k] = kit end
   end
-  -- fdpass.waiter is loop.waiter
-  local loop = kits.loop
-  fdpass.waiter = nil
+  moved.waiter = "loop"
   setmetatable(fdpass, {
-    __index = function(_, k) if k == "waiter" then return loop.waiter end end,
-    __newindex = function(t, k, v) if k == "waiter" then loop.waiter = v else rawset(t, k, v) end end,
+    __index = function(_, k)
+      if moved[k] then error(("fdpass.%s moved: it is fdpass.%s.%s"):format(k, moved[k], k), 2) end
+    end,
+    __newindex = function(t, k, v)
+      if moved[k] then error(("fdpass.%s moved: set fdpass.%s.%s"):format(k, moved[k], k), 2) end
+      rawset(t, k, v)
+    end,
   })
 end
 

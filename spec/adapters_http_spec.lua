@@ -13,7 +13,7 @@ local REQ = "GET / HTTP/1.1\r\nHost: x\r\n\r\n"
 local function nodelay_across_an_upgrade(naive)
   local srv = S.start("http", "spec/adapters/http_nodelay_app.lua", { NAIVE = naive and "1" or nil })
   return S.guard(srv, function()
-    local fd = assert(require("fdpass").tcp_connect("127.0.0.1", srv.port, 2))
+    local fd = assert(require("fdpass.net").tcp_connect("127.0.0.1", srv.port, 2))
     assert(fd:write(REQ))
     local _, before = S.read_answer(fd)
     local new, err = S.upgrade(srv, "control")
@@ -46,7 +46,7 @@ TestAdaptersHttp = H.suite(S.tests(lu, "http", "lua_http", {
   test_three_upgrades_in_a_row_under_cqueues_leave_both_sides_alive = function()
     local pids, answers, status = {}, {}, nil
     local log = S.guard(S.start("http", "examples/lua_http_server.lua"), function(srv)
-      local fd = assert(require("fdpass").tcp_connect("127.0.0.1", srv.port, 2))
+      local fd = assert(require("fdpass.net").tcp_connect("127.0.0.1", srv.port, 2))
       pids[1] = S.pid_of(srv)
       for i = 1, 3 do
         pids[i + 1] = S.upgrade(srv, "control") or false

@@ -72,7 +72,7 @@ end
 -- the new copy must not take over beside it.
 function T.test_old_alive_after_closing_channel_no_takeover()
   for _ = 1, 2 do
-    local ok, what = try("ch:close()\nfdpass.poll({}, nil, 6)\n")
+    local ok, what = try("ch:close()\nrequire('fdpass.loop').poll({}, nil, 6)\n")
     lu.assertFalse(ok, "the new copy took over beside a live old process: " .. what)
   end
 end

@@ -6,6 +6,7 @@
 local lu = require "luaunit"
 local H = require "helpers"
 local fdpass = require "fdpass"
+local fos = require "fdpass.os"
 local socket = require "socket"
 
 local now = socket.gettime
@@ -83,10 +84,10 @@ for _, kind in ipairs(KINDS) do
   end
 
   T["test_" .. kind .. "_5000_fds"] = function()
-    local soft, hard = fdpass.nofile()
-    assert(fdpass.nofile(hard))
+    local soft, hard = fos.nofile()
+    assert(fos.nofile(hard))
     local ok, err = pcall(function()
-      local need = 5000 * 2 + fdpass.fdcount() + 64
+      local need = 5000 * 2 + fos.fdcount() + 64
       lu.assertTrue(hard >= need, "hard RLIMIT_NOFILE " .. hard .. " < " .. need)
       local a, b = pair()
       lu.assertEquals(b:limits({ max_fds = 5000 }).max_fds, 5000)
@@ -99,7 +100,7 @@ for _, kind in ipairs(KINDS) do
       a:close()
       b:close()
     end)
-    fdpass.nofile(soft)
+    fos.nofile(soft)
     if not ok then error(err, 0) end
   end
 
@@ -437,10 +438,11 @@ for _, kind in ipairs(KINDS) do
     local fifo = assert(io.open(name, "r+"))
     os.remove(name)
     local a, proc = H.peer([[
+local fos = require "fdpass.os"
       local data, fds = assert(ch:recv(10))
       local info = fds[1]:info()
       local w = fds[1]:file("w")
-      w:write(data, " from ", info.kind, " pid ", fdpass.getpid())
+      w:write(data, " from ", info.kind, " pid ", fos.getpid())
       w:close()
       assert(ch:send("written", nil, 10))
       os.exit(0)
@@ -641,13 +643,13 @@ for _, kind in ipairs(KINDS) do
       local f = H.fds(300)
       assert_fails("EAGAIN", "send", a:send(binary(400000), f, 0))
       H.close_all(f)
-      local before = fdpass.fdcount()
+      local before = fos.fdcount()
       assert_fails("EAGAIN", "recv", b:recv(0)) -- takes the first records
-      lu.assertTrue(fdpass.fdcount() >= before + 253, how .. ": descriptors held in the partial message")
+      lu.assertTrue(fos.fdcount() >= before + 253, how .. ": descriptors held in the partial message")
       if how == "close" then b:close() else b = nil end -- luacheck: ignore
       collectgarbage()
       collectgarbage()
-      lu.assertEquals(fdpass.fdcount(), before - 1, how)
+      lu.assertEquals(fos.fdcount(), before - 1, how)
       a:close()
     end
   end

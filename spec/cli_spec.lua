@@ -5,9 +5,12 @@
 local lu = require "luaunit"
 local H = require "helpers"
 local fdpass = require "fdpass"
+local loop = require "fdpass.loop"
+local net = require "fdpass.net"
+local fos = require "fdpass.os"
 local upgrade = require "fdpass.upgrade"
 
-local function sleep(s) fdpass.poll({}, nil, s) end
+local function sleep(s) loop.poll({}, nil, s) end
 
 local function write(path, text)
   local f = assert(io.open(path, "w"))
@@ -17,7 +20,7 @@ end
 
 -- Runs the command and returns its exit code and everything it printed.
 local function run(...)
-  local r, w = assert(fdpass.pipe())
+  local r, w = assert(fos.pipe())
   local p = assert(fdpass.spawn({ H.lua, "bin/fdpass-upgrade", ... }, { fds = { [1] = w, [2] = w } }))
   w:close()
   local out = {}
@@ -33,11 +36,11 @@ local function run(...)
 end
 
 local function http_get(port)
-  local c = assert(fdpass.tcp_connect("127.0.0.1", port, 2))
+  local c = assert(net.tcp_connect("127.0.0.1", port, 2))
   assert(c:write("GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
   local buf = ""
   for _ = 1, 40 do
-    fdpass.poll({ c }, nil, 0.1)
+    loop.poll({ c }, nil, 0.1)
     buf = buf .. (c:read() or "")
     if buf:find("\n$") and buf:find("\r\n\r\n") then break end
   end
@@ -50,7 +53,7 @@ local server, control, config, n = nil, nil, nil, 0
 TestCli = H.suite {
   setUp = function()
     n = n + 1
-    control = ("@fdpass-cli-spec-%d-%d"):format(fdpass.getpid(), n)
+    control = ("@fdpass-cli-spec-%d-%d"):format(fos.getpid(), n)
     config = os.tmpname()
     write(config, "greeting = hello\n")
     server = assert(fdpass.spawn({ H.lua, "examples/http_server.lua", "0", control },
@@ -64,7 +67,7 @@ TestCli = H.suite {
 
   tearDown = function()
     local s = upgrade.request(control, "stats", 2)
-    if s then fdpass.kill(s.pid, "KILL") end
+    if s then fos.kill(s.pid, "KILL") end
     server:kill("KILL")
     server:wait(5)
     os.remove(config)

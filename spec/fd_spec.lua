@@ -4,6 +4,7 @@
 local lu = require "luaunit"
 local H = require "helpers"
 local fdpass = require "fdpass"
+local fos = require "fdpass.os"
 local socket = require "socket"
 
 -- A file with `content` that stays on disk; returns its name.
@@ -62,15 +63,15 @@ TestFd = H.suite {
   -- ownership ---------------------------------------------------------------
 
   test_gc_closes = function()
-    local before = fdpass.fdcount()
+    local before = fos.fdcount()
     local f = H.tempfile("abc")
     local n = f:fileno()
-    lu.assertEquals(fdpass.fdcount(), before + 1)
+    lu.assertEquals(fos.fdcount(), before + 1)
     lu.assertEquals(fdpass.info(n).kind, "file")
     f = nil -- luacheck: ignore
     collectgarbage()
     collectgarbage()
-    lu.assertEquals(fdpass.fdcount(), before)
+    lu.assertEquals(fos.fdcount(), before)
     assert_ebadf(n)
   end,
 
@@ -164,7 +165,7 @@ TestFd = H.suite {
   end,
 
   test_info_unix_listener_abstract = function()
-    local name = ("@fdpass-fd-spec-%d-listen"):format(fdpass.getpid())
+    local name = ("@fdpass-fd-spec-%d-listen"):format(fos.getpid())
     local srv = assert(fdpass.listen(name))
     local info = assert(fdpass.info(srv))
     lu.assertEquals(info.kind, "socket")
@@ -188,7 +189,7 @@ TestFd = H.suite {
   end,
 
   test_info_unix_stream_listener = function()
-    local name = ("@fdpass-fd-spec-%d-stream"):format(fdpass.getpid())
+    local name = ("@fdpass-fd-spec-%d-stream"):format(fos.getpid())
     local srv = assert(fdpass.listen(name, "stream"))
     local f = fdpass.dup(srv)
     local info = f:info()
@@ -388,7 +389,7 @@ TestFd = H.suite {
     os.remove(name)
     local a, b = assert(fdpass.socketpair())
     check(a, "channel", { family = "unix", socktype = "seqpacket", listening = false })
-    local srv = assert(fdpass.listen(("@fdpass-fd-spec-%d-dup"):format(fdpass.getpid())))
+    local srv = assert(fdpass.listen(("@fdpass-fd-spec-%d-dup"):format(fos.getpid())))
     check(srv, "server", { family = "unix", listening = true })
     local tcp = assert(socket.bind("127.0.0.1", 0))
     local _, port = tcp:getsockname()
@@ -497,7 +498,7 @@ TestFd = H.suite {
   -- FD_CLOEXEC and O_NONBLOCK: read freely, changed only when asked --------------
 
   test_cloexec_reads_and_switches_this_descriptor_only = function()
-    local r, w = assert(fdpass.pipe())
+    local r, w = assert(fos.pipe())
     local other = assert(fdpass.dup(r)) -- the same open file, another descriptor
     lu.assertEquals(r:cloexec(), true) -- received and made descriptors are close-on-exec
     lu.assertEquals(r:nonblock(), false)
@@ -516,7 +517,7 @@ TestFd = H.suite {
   end,
 
   test_nonblock_reads_and_switches_the_open_file = function()
-    local r, w = assert(fdpass.pipe())
+    local r, w = assert(fos.pipe())
     local other = assert(fdpass.dup(r))
     lu.assertEquals(r:nonblock(true), true)
     lu.assertEquals(other:nonblock(), true) -- a status flag: every holder sees it

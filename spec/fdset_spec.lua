@@ -3,17 +3,19 @@
 local lu = require "luaunit"
 local H = require "helpers"
 local fdpass = require "fdpass"
+local fos = require "fdpass.os"
 
 -- <close> is Lua 5.4 syntax, compiled there only (H.lua54): a set held in a
 -- to-be-closed variable is closed when the block ends.
 local CLOSE_SET = H.lua54([[
+local fos = require "fdpass.os"
   local lu, fdpass, a, b, files, base = ...
   assert(a:send("m", files))
   do
     local _, s <close> = b:recv(2, "set")
-    lu.assertEquals(fdpass.fdcount(), base + 5)
+    lu.assertEquals(fos.fdcount(), base + 5)
   end
-  lu.assertEquals(fdpass.fdcount(), base)
+  lu.assertEquals(fos.fdcount(), base)
 ]], "fdset_spec.lua: <close> set")
 
 local function same_file(a, b)
@@ -25,7 +27,7 @@ TestFdSet = H.suite {
   test_a_set_holds_the_message_descriptors_in_order = function()
     local a, b = assert(fdpass.socketpair())
     local files = H.fds(3)
-    local pipe_r, pipe_w = assert(fdpass.pipe())
+    local pipe_r, pipe_w = assert(fos.pipe())
     assert(a:send("m", { files[1], pipe_r, pipe_w }))
     local data, set = b:recv(2, "set")
     lu.assertEquals(data, "m")
@@ -45,7 +47,7 @@ TestFdSet = H.suite {
 
   test_take_hands_one_descriptor_over_as_an_fd_object = function()
     local a, b = assert(fdpass.socketpair("stream"))
-    local r, w = assert(fdpass.pipe())
+    local r, w = assert(fos.pipe())
     assert(a:send("m", { w, w }))
     local _, set = b:recv(2, "set") -- luacheck: ignore 231 (dropped below for the collector)
     local mine = set:take(2)
@@ -64,14 +66,14 @@ TestFdSet = H.suite {
     local a, b = assert(fdpass.socketpair())
     local files = H.fds(5)
     collectgarbage()
-    local base = fdpass.fdcount()
+    local base = fos.fdcount()
     assert(a:send("m", files))
     local _, set = b:recv(2, "set") -- luacheck: ignore 231
-    lu.assertEquals(fdpass.fdcount(), base + 5)
+    lu.assertEquals(fos.fdcount(), base + 5)
     set = nil -- drop the only reference: the collector closes the set
     collectgarbage()
     collectgarbage()
-    lu.assertEquals(fdpass.fdcount(), base)
+    lu.assertEquals(fos.fdcount(), base)
     if not CLOSE_SET then -- the collected half ran; the <close> half cannot here
       H.close_all(files)
       a:close(); b:close()
@@ -100,7 +102,7 @@ TestFdSet = H.suite {
   end,
 
   test_a_5000_descriptor_message_as_one_set = function()
-    fdpass.nofile(select(2, fdpass.nofile()))
+    fos.nofile(select(2, fos.nofile()))
     local a, b = assert(fdpass.socketpair())
     b:limits { max_fds = 5000 }
     local base_file = H.tempfile("x")

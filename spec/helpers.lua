@@ -3,6 +3,8 @@
 -- mapped into them.
 local lu = require "luaunit"
 local fdpass = require "fdpass"
+local net = require "fdpass.net"
+local fos = require "fdpass.os"
 local other_uid = require "other_uid"
 
 local H = {}
@@ -108,7 +110,7 @@ function H.skip(reason)
     local name, before = current.name, current.before
     current = nil
     settle()
-    lu.assertEquals(fdpass.fdcount(), before, "descriptors leaked by " .. name)
+    lu.assertEquals(fos.fdcount(), before, "descriptors leaked by " .. name)
   end
   lu.skip(reason)
 end
@@ -127,12 +129,12 @@ function H.suite(tests)
     elseif type(fn) == "function" and name:match("^test") then
       class[name] = function(...)
         settle()
-        local before = fdpass.fdcount()
+        local before = fos.fdcount()
         current = { name = name, before = before }
         fn(...)
         current = nil
         settle()
-        lu.assertEquals(fdpass.fdcount(), before, "descriptors leaked by " .. name)
+        lu.assertEquals(fos.fdcount(), before, "descriptors leaked by " .. name)
       end
     else
       class[name] = fn
@@ -287,7 +289,7 @@ end
 --- A TCP port on 127.0.0.1 that was free a moment ago (for a server that
 -- must be told its port before it binds).
 function H.free_port()
-  local l = assert(fdpass.tcp_listen("127.0.0.1", 0))
+  local l = assert(net.tcp_listen("127.0.0.1", 0))
   local port = tonumber(l:info().addr:match(":(%d+)$"))
   l:close()
   return port

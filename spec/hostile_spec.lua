@@ -6,6 +6,7 @@
 local lu = require "luaunit"
 local H = require "helpers"
 local fdpass = require "fdpass"
+local fos = require "fdpass.os"
 
 local KINDS = { "seqpacket", "stream" }
 local F_MORE, F_CONT = 1, 2 -- bits of their own: flags add up as they would OR
@@ -26,14 +27,14 @@ local assert_fails = H.assert_fails
 -- collector), and the channel is broken from then on.
 local function expect_broken(b, code, detail, timeout, before)
   collectgarbage()
-  before = before or fdpass.fdcount()
+  before = before or fos.fdcount()
   local msg = assert_fails(code, "recv", b:recv(timeout or 1))
-  lu.assertEquals(fdpass.fdcount(), before, "descriptors left open by a failed recv")
+  lu.assertEquals(fos.fdcount(), before, "descriptors left open by a failed recv")
   if detail then lu.assertStrContains(msg, detail) end
   local again = assert_fails("EBROKEN", "recv", b:recv(0))
   lu.assertStrContains(again, "an earlier receive failed")
   assert_fails("EBROKEN", "recv", b:recv(1))
-  lu.assertEquals(fdpass.fdcount(), before)
+  lu.assertEquals(fos.fdcount(), before)
   return msg
 end
 
@@ -280,9 +281,9 @@ T.test_stream_peer_closes_inside_header = function()
   local fds = H.fds(2)
   a:sendmsg(hdr({ nfds = 2, len = 1 }):sub(1, 11), fds)
   H.close_all(fds)
-  local before = fdpass.fdcount()
+  local before = fos.fdcount()
   assert_fails("EAGAIN", "recv", b:recv(0))
-  lu.assertEquals(fdpass.fdcount(), before + 2, "the partial record's descriptors are held")
+  lu.assertEquals(fos.fdcount(), before + 2, "the partial record's descriptors are held")
   a:close()
   expect_broken(b, "ETRUNC", "in the middle of a message", 1, before - 1)
   b:close()
@@ -293,9 +294,9 @@ T.test_stream_header_promises_more_than_comes = function()
   local fds = H.fds(2)
   send_raw(a, { { hdr { nfds = 2, len = 100 } .. ("z"):rep(10), fds } })
   H.close_all(fds)
-  local before = fdpass.fdcount()
+  local before = fos.fdcount()
   assert_fails("ETIMEDOUT", "recv", b:recv(0.05)) -- waits for the rest, keeps the part
-  lu.assertEquals(fdpass.fdcount(), before + 2, "the partial record's descriptors are held")
+  lu.assertEquals(fos.fdcount(), before + 2, "the partial record's descriptors are held")
   a:close()
   expect_broken(b, "ETRUNC", "in the middle of a message", 1, before - 1)
   b:close()

@@ -8,6 +8,9 @@
 local lu = require "luaunit"
 local H = require "helpers"
 local fdpass = require "fdpass"
+local codec = require "fdpass.codec"
+local net = require "fdpass.net"
+local fos = require "fdpass.os"
 
 local LUA = rawget(_G, "jit") and rawget(_G, "jit").version or _VERSION
 
@@ -30,6 +33,8 @@ end
 -- What both sides use, as source: the child loads it after `fdpass`
 -- exists, this process loads it here.
 local SHARED = [==[
+local loop = require "fdpass.loop"
+local fos = require "fdpass.os"
 local fdpass = ...
 local lib = {}
 
@@ -43,7 +48,7 @@ end
 function lib.closed_once(n)
   local gone, _, code = fdpass.info(n)
   assert(gone == nil and code == "EBADF", "descriptor " .. n .. " is still open")
-  local r, w = assert(fdpass.pipe())
+  local r, w = assert(fos.pipe())
   -- n is free, so the pipe may have landed on it: move that end off
   local function off(x)
     if x:fileno() ~= n then return x end
@@ -52,7 +57,7 @@ function lib.closed_once(n)
     return moved
   end
   r, w = off(r), off(w)
-  assert(fdpass.dup2(r, n))
+  assert(fos.dup2(r, n))
   local sentinel = fdpass.fd(n)
   lib.settle()
   assert(w:write("s") == 1)
@@ -90,15 +95,15 @@ function lib.uv_deadline(uv, seconds, handles)
   }
 end
 
--- Lines from a non-blocking fd object (fdpass.tcp_connect/accept).
+-- Lines from a non-blocking fd object (fdpass.net.tcp_connect/accept).
 function lib.lines(fd)
   local buf = ""
   return function(timeout)
-    local deadline = fdpass.monotonic() + (timeout or 10)
+    local deadline = fos.monotonic() + (timeout or 10)
     while not buf:find("\n", 1, true) do
-      local left = deadline - fdpass.monotonic()
+      local left = deadline - fos.monotonic()
       if left <= 0 then return nil, "timed out, have " .. ("%q"):format(buf) end
-      fdpass.poll({ fd }, nil, left)
+      loop.poll({ fd }, nil, left)
       local data, err, code = fd:read()
       if data then
         buf = buf .. data
@@ -115,7 +120,7 @@ function lib.lines(fd)
 end
 
 function lib.write_all(fd, data, timeout)
-  local deadline = fdpass.monotonic() + (timeout or 10)
+  local deadline = fos.monotonic() + (timeout or 10)
   local i = 1
   while i <= #data do
     local n, err, code = fd:write(data, i)
@@ -123,10 +128,10 @@ function lib.write_all(fd, data, timeout)
       i = i + n
     elseif code ~= "EAGAIN" then
       return nil, err
-    elseif fdpass.monotonic() > deadline then
+    elseif fos.monotonic() > deadline then
       return nil, "timed out"
     else
-      fdpass.poll(nil, { fd }, 0.5)
+      loop.poll(nil, { fd }, 0.5)
     end
   end
   return true
@@ -160,7 +165,8 @@ local lib = assert(load_chunk(SHARED))(fdpass)
 -- its last message: t encoded.
 local function peer(code)
   return H.peer(("local lib = assert((loadstring or load)(%q))(fdpass)\n"):format(SHARED) .. [[
-local function report(t) assert(ch:send(fdpass.encode(t))) end
+local codec = require "fdpass.codec"
+local function report(t) assert(ch:send(codec.encode(t))) end
 ]] .. code)
 end
 
@@ -172,7 +178,7 @@ end
 
 -- The child's last message: its descriptor counts, and whatever it found.
 local function child_report(ch, proc)
-  local r = fdpass.decode((recv(ch)))
+  local r = codec.decode((recv(ch)))
   lu.assertEquals(r.now, r.base, "descriptors the child held after its work")
   ch:close()
   H.expect_exit(proc, 0)
@@ -189,8 +195,9 @@ TestLuaSocket = H.suite {
     local l = assert(socket.bind("127.0.0.1", 0))
     local _, port = l:getsockname()
     local ch, proc = peer [[
+local fos = require "fdpass.os"
 local socket = require "socket"
-local base = fdpass.fdcount()
+local base = fos.fdcount()
 local _, fds = assert(ch:recv(10))
 local n = fds[1]:fileno()
 local s = assert(fdpass.luasocket(fds[1]))
@@ -209,7 +216,7 @@ s:close()
 c, s = nil, nil
 lib.closed_once(n)
 lib.settle()
-report { base = base, now = fdpass.fdcount() }
+report { base = base, now = fos.fdcount() }
 ]]
     assert(ch:send("listener", { l }))
     l:close() -- from here only the child's copy listens
@@ -244,8 +251,9 @@ report { base = base, now = fdpass.fdcount() }
     -- LuaSocket's own buffer would stay here: nothing may be in it
     lu.assertFalse(c:dirty())
     local ch, proc = peer [[
+local fos = require "fdpass.os"
 local socket = require "socket"
-local base = fdpass.fdcount()
+local base = fos.fdcount()
 local _, fds = assert(ch:recv(10))
 local n = fds[1]:fileno()
 local s = assert(fdpass.luasocket(fds[1]))
@@ -261,7 +269,7 @@ s:close()
 s = nil
 lib.closed_once(n)
 lib.settle()
-report { base = base, now = fdpass.fdcount(), port = port }
+report { base = base, now = fos.fdcount(), port = port }
 ]]
     assert(ch:send("connection", { c }))
     c:close() -- the child's copy carries the connection on
@@ -280,8 +288,10 @@ report { base = base, now = fdpass.fdcount(), port = port }
   test_listener_and_connection_come_back_from_the_child = function()
     need(socket, no_socket)
     local ch, proc = peer [[
+local codec = require "fdpass.codec"
+local fos = require "fdpass.os"
 local socket = require "socket"
-local base = fdpass.fdcount()
+local base = fos.fdcount()
 local l = assert(socket.bind("127.0.0.1", 0))
 local _, port = l:getsockname()
 local c = assert(socket.connect("127.0.0.1", port))
@@ -289,7 +299,7 @@ c:settimeout(10)
 local a = assert(l:accept())
 assert(c:send("before the handover\n"))
 assert(not a:dirty())
-assert(ch:send(fdpass.encode { port = port }, { l, a }))
+assert(ch:send(codec.encode { port = port }, { l, a }))
 l:close()
 a:close()
 assert(c:receive("*l") == "parent heard before the handover")
@@ -298,10 +308,10 @@ assert(c:receive("*l") == "parent heard after")
 c:close()
 l, a, c = nil, nil, nil
 lib.settle()
-report { base = base, now = fdpass.fdcount() }
+report { base = base, now = fos.fdcount() }
 ]]
     local data, fds = recv(ch)
-    local port = fdpass.decode(data).port
+    local port = codec.decode(data).port
     lu.assertEquals(#fds, 2)
     local ln, cn = fds[1]:fileno(), fds[2]:fileno()
     local server = assert(fdpass.luasocket(fds[1]))
@@ -352,7 +362,7 @@ report { base = base, now = fdpass.fdcount() }
 
   test_adapter_refuses_what_it_cannot_wrap_and_leaves_it_open = function()
     need(socket, no_socket)
-    local r, w = assert(fdpass.pipe())
+    local r, w = assert(fos.pipe())
     local x, msg, code = fdpass.luasocket(r)
     lu.assertEquals({ x, code }, { nil, "ENOTSOCK" })
     lu.assertStrContains(msg, "luasocket: ")
@@ -396,9 +406,9 @@ report { base = base, now = fdpass.fdcount() }
     lu.assertTrue(fdpass.info(n).nonblock)
     -- so that LuaSocket's timeouts hold
     s:settimeout(0.2)
-    local t0 = fdpass.monotonic()
+    local t0 = fos.monotonic()
     lu.assertEquals({ s:receive("*l") }, { nil, "timeout", "" })
-    lu.assertTrue(fdpass.monotonic() - t0 < 5)
+    lu.assertTrue(fos.monotonic() - t0 < 5)
     assert(c:send("x\n"))
     s:settimeout(10)
     lu.assertEquals(s:receive("*l"), "x")
@@ -437,9 +447,9 @@ local function cq_run(fn, timeout)
   local cq = cqueues.new()
   local done, failure = false, nil
   cq:wrap(function() fn(); done = true end) -- no pcall: 5.1 cannot yield across it
-  local deadline = fdpass.monotonic() + (timeout or 10)
-  while not cq:empty() and fdpass.monotonic() < deadline do
-    local ok, err = cq:step(math.max(0, deadline - fdpass.monotonic()))
+  local deadline = fos.monotonic() + (timeout or 10)
+  while not cq:empty() and fos.monotonic() < deadline do
+    local ok, err = cq:step(math.max(0, deadline - fos.monotonic()))
     if not ok then failure = failure or tostring(err); break end
   end
   cq:close()
@@ -448,15 +458,16 @@ local function cq_run(fn, timeout)
 end
 
 local CQ_CHILD = [[
+local fos = require "fdpass.os"
 local cqueues = require "cqueues"
 local cs = require "cqueues.socket"
 local function cq_run(fn, timeout)
   local cq = cqueues.new()
   local done = false
   cq:wrap(function() fn(); done = true end)
-  local deadline = fdpass.monotonic() + (timeout or 10)
-  while not cq:empty() and fdpass.monotonic() < deadline do
-    assert(cq:step(math.max(0, deadline - fdpass.monotonic())))
+  local deadline = fos.monotonic() + (timeout or 10)
+  while not cq:empty() and fos.monotonic() < deadline do
+    assert(cq:step(math.max(0, deadline - fos.monotonic())))
   end
   cq:close()
   assert(done, "the cqueues loop did not finish in time")
@@ -472,9 +483,9 @@ TestCqueues = H.suite {
     local d = assert(fdpass.dup(a))
     lu.assertEquals(d:nonblock(false), false)
     local n = d:fileno()
-    local before = fdpass.fdcount()
+    local before = fos.fdcount()
     local s = cs.fdopen(d:detach())
-    lu.assertEquals(fdpass.fdcount(), before)
+    lu.assertEquals(fos.fdcount(), before)
     lu.assertEquals(s:pollfd(), n)
     lu.assertTrue(fdpass.info(n).nonblock)
     lu.assertTrue(fdpass.info(a).nonblock)
@@ -491,7 +502,8 @@ TestCqueues = H.suite {
     assert(l:listen())
     local _, _, port = l:localname()
     local ch, proc = peer(CQ_CHILD .. [[
-local base = fdpass.fdcount()
+local fos = require "fdpass.os"
+local base = fos.fdcount()
 local _, fds = assert(ch:recv(10))
 local n = fds[1]:fileno()
 local s = cs.fdopen(fds[1]:detach())
@@ -510,7 +522,7 @@ s:close()
 s = nil
 lib.closed_once(n)
 lib.settle()
-report { base = base, now = fdpass.fdcount() }
+report { base = base, now = fos.fdcount() }
 ]])
     assert(ch:send("listener", { l }))
     l:close()
@@ -555,7 +567,8 @@ report { base = base, now = fdpass.fdcount() }
     lu.assertEquals({ c:pending() }, { 0, 0 })
     local _, _, cport = c:localname()
     local ch, proc = peer(CQ_CHILD .. [[
-local base = fdpass.fdcount()
+local fos = require "fdpass.os"
+local base = fos.fdcount()
 local _, fds = assert(ch:recv(10))
 local n = fds[1]:fileno()
 local s = cs.fdopen(fds[1]:detach())
@@ -574,7 +587,7 @@ s:close()
 s = nil
 lib.closed_once(n)
 lib.settle()
-report { base = base, now = fdpass.fdcount(), port = port }
+report { base = base, now = fos.fdcount(), port = port }
 ]])
     assert(ch:send("connection", { c }))
     c:close()
@@ -594,7 +607,9 @@ report { base = base, now = fdpass.fdcount(), port = port }
   test_sockets_come_back_from_the_child = function()
     need(cqueues, no_cqueues)
     local ch, proc = peer(CQ_CHILD .. [[
-local base = fdpass.fdcount()
+local codec = require "fdpass.codec"
+local fos = require "fdpass.os"
+local base = fos.fdcount()
 local l = cs.listen { host = "127.0.0.1", port = 0 }
 assert(l:listen())
 local _, _, port = l:localname()
@@ -605,17 +620,17 @@ cq_run(function()
   local a = assert(l:accept(10))
   assert(c:write("before\n"))
   assert(c:flush())
-  assert(ch:send(fdpass.encode { port = port }, { l, a }))
+  assert(ch:send(codec.encode { port = port }, { l, a }))
   a:close()
   assert(c:read("*l") == "parent heard before")
   c:close()
 end)
 l:close()
 lib.settle()
-report { base = base, now = fdpass.fdcount() }
+report { base = base, now = fos.fdcount() }
 ]])
     local data, fds = recv(ch)
-    local port = fdpass.decode(data).port
+    local port = codec.decode(data).port
     local ln, an = fds[1]:fileno(), fds[2]:fileno()
     local l = cs.fdopen(fds[1]:detach())
     local a = cs.fdopen(fds[2]:detach())
@@ -658,7 +673,8 @@ lib.warm_luv(uv)
 -- A luv child that takes the one descriptor it is sent into a tcp handle
 -- t (its number n; base: the descriptor count before).
 local LUV_ADOPT = LUV_CHILD .. [[
-local base = fdpass.fdcount()
+local fos = require "fdpass.os"
+local base = fos.fdcount()
 local _, fds = assert(ch:recv(10))
 local n = fds[1]:fileno()
 local handles = {}
@@ -676,6 +692,7 @@ TestLuv = H.suite {
     assert(t:listen(16, function() end))
     local port = t:getsockname().port
     local ch, proc = peer(LUV_ADOPT .. [[
+local fos = require "fdpass.os"
 assert(t:fileno() == n)
 assert(ch:send("adopted"))
 local deadline = lib.uv_deadline(uv, 10, handles)
@@ -705,13 +722,13 @@ assert(heard and not deadline.fired(), "no line within 10 s")
 t, handles = nil, nil
 lib.closed_once(n)
 lib.settle()
-report { base = base, now = fdpass.fdcount() }
+report { base = base, now = fos.fdcount() }
 ]])
     assert(ch:send("listener", { t }))
     t:close()
     uv.run("nowait")
     lu.assertEquals(recv(ch), "adopted")
-    local c = assert(fdpass.tcp_connect("127.0.0.1", port, 10))
+    local c = assert(net.tcp_connect("127.0.0.1", port, 10))
     assert(lib.write_all(c, "hello\n"))
     lu.assertEquals(lib.lines(c)(), "child heard hello")
     c:close()
@@ -720,7 +737,7 @@ report { base = base, now = fdpass.fdcount() }
 
   test_tcp_connection_continues_in_the_child = function()
     need(uv, no_luv)
-    local l = assert(fdpass.tcp_listen("127.0.0.1", 0))
+    local l = assert(net.tcp_listen("127.0.0.1", 0))
     local port = tonumber(l:info().addr:match(":(%d+)$"))
     -- the connection is made, and spoken on, by luv
     local handles, errors = {}, {}
@@ -731,7 +748,7 @@ report { base = base, now = fdpass.fdcount() }
     local heard = ""
     assert(t:connect("127.0.0.1", port, lib.caught(errors, function(err)
       assert(not err, err)
-      a = assert(fdpass.accept(l))
+      a = assert(net.accept(l))
       a_lines = lib.lines(a)
       t:write("one\n")
       assert(a_lines() == "one")
@@ -753,6 +770,7 @@ report { base = base, now = fdpass.fdcount() }
     assert(lib.write_all(a, "in flight\n"))
     local cport = t:getsockname().port
     local ch, proc = peer(LUV_ADOPT .. [[
+local fos = require "fdpass.os"
 local port = t:getsockname().port
 local deadline = lib.uv_deadline(uv, 10, handles)
 local buf, said = "", 0
@@ -778,7 +796,7 @@ assert(said == 2 and not deadline.fired(), "the conversation did not finish in 1
 t, handles = nil, nil
 lib.closed_once(n)
 lib.settle()
-report { base = base, now = fdpass.fdcount(), port = port }
+report { base = base, now = fos.fdcount(), port = port }
 ]])
     assert(ch:send("connection", { t }))
     t:close()
@@ -796,10 +814,12 @@ report { base = base, now = fdpass.fdcount(), port = port }
   -- flag belongs to the open file, so this side's copy has it too.
   test_pipes_both_ways_and_the_flag_luv_sets = function()
     need(uv, no_luv)
-    local r, w = assert(fdpass.pipe())
+    local r, w = assert(fos.pipe())
     lu.assertFalse(r:info().nonblock)
     local ch, proc = peer(LUV_CHILD .. [[
-local base = fdpass.fdcount()
+local codec = require "fdpass.codec"
+local fos = require "fdpass.os"
+local base = fos.fdcount()
 local _, fds = assert(ch:recv(10))
 local n = fds[1]:fileno()
 local before = fds[1]:info().nonblock
@@ -810,11 +830,11 @@ assert(p:open(fds[1]:detach()))
 fds = nil
 local after = fdpass.info(n).nonblock
 -- a pipe of our own: luv writes into one end, the parent gets it
-local mine_r, mine_w = assert(fdpass.pipe())
+local mine_r, mine_w = assert(fos.pipe())
 local mn, on = mine_r:fileno(), mine_w:fileno()
 local out = uv.new_pipe(false)
 assert(out:open(mine_w:detach()))
-assert(ch:send(fdpass.encode { before = before, after = after }, { out }))
+assert(ch:send(codec.encode { before = before, after = after }, { out }))
 out:close()
 local back = uv.new_pipe(false)
 handles.back = back
@@ -840,11 +860,11 @@ lib.closed_once(n)
 lib.closed_once(mn)
 lib.closed_once(on)
 lib.settle()
-report { base = base, now = fdpass.fdcount(), got = got }
+report { base = base, now = fos.fdcount(), got = got }
 ]])
     assert(ch:send("pipe", { r }))
     local data, fds = recv(ch)
-    local flags = fdpass.decode(data)
+    local flags = codec.decode(data)
     lu.assertEquals(flags, { before = false, after = true })
     lu.assertTrue(r:info().nonblock, "the flag is the open file's, and luv set it")
     assert(w:write("ping\n") == 5)
@@ -879,7 +899,9 @@ TestIoFiles = H.suite {
     assert(f:flush())
     lu.assertEquals(f:seek("set", 2), 2)
     local ch, proc = peer [[
-local base = fdpass.fdcount()
+local codec = require "fdpass.codec"
+local fos = require "fdpass.os"
+local base = fos.fdcount()
 local _, fds = assert(ch:recv(10))
 local rn, wn = fds[1]:fileno(), fds[2]:fileno()
 local path = fds[1]:info().path
@@ -890,7 +912,7 @@ assert(io.type(r) == "file" and io.type(w) == "file")
 r:setvbuf("no") -- stdio would read ahead and move the shared position
 local got = r:read(3)
 local pos = lib.position(r)
-assert(ch:send(fdpass.encode { got = got, pos = pos, path = path }))
+assert(ch:send(codec.encode { got = got, pos = pos, path = path }))
 assert(ch:recv(10) == "write")
 assert(w:write("ab"))
 assert(w:flush())
@@ -901,10 +923,10 @@ r, w = nil, nil
 lib.closed_once(rn)
 lib.closed_once(wn)
 lib.settle()
-report { base = base, now = fdpass.fdcount(), wpos = wpos }
+report { base = base, now = fos.fdcount(), wpos = wpos }
 ]]
     assert(ch:send("file", { f, f }))
-    local seen = fdpass.decode((recv(ch)))
+    local seen = codec.decode((recv(ch)))
     lu.assertEquals(seen.got, "234")
     lu.assertEquals(seen.pos, 5)
     lu.assertEquals(seen.path, fdpass.info(f).path)
@@ -925,7 +947,8 @@ report { base = base, now = fdpass.fdcount(), wpos = wpos }
     assert(f:flush())
     assert(f:seek("set", 0))
     local ch, proc = peer [[
-local base = fdpass.fdcount()
+local fos = require "fdpass.os"
+local base = fos.fdcount()
 local _, fds = assert(ch:recv(10))
 local n = fds[1]:fileno()
 local g = fds[1]:file("r+")
@@ -939,7 +962,7 @@ g:close()
 g = nil
 lib.closed_once(n)
 lib.settle()
-report { base = base, now = fdpass.fdcount(), pos = pos }
+report { base = base, now = fos.fdcount(), pos = pos }
 ]]
     assert(ch:send("file", { f }))
     local data, fds = recv(ch)

@@ -9,12 +9,15 @@
 local lu = require "luaunit"
 local H = require "helpers"
 local fdpass = require "fdpass"
+local loop = require "fdpass.loop"
+local net = require "fdpass.net"
+local fos = require "fdpass.os"
 local upgrade = require "fdpass.upgrade"
 
 local MODULES = os.getenv("NGINX_MODULES") or "/usr/lib/nginx/modules"
 local CORE = "build/luajit/fdpass/core.so" -- what nginx's LuaJIT loads
 
-local function sleep(s) fdpass.poll({}, nil, s) end
+local function sleep(s) loop.poll({}, nil, s) end
 
 local function exists(path)
   local f = io.open(path)
@@ -43,17 +46,17 @@ end
 
 -- Runs argv, returns its exit code and what it printed (bounded).
 local function run(argv, timeout, setenv)
-  local r, w = assert(fdpass.pipe())
+  local r, w = assert(fos.pipe())
   local p = assert(fdpass.spawn(argv, { fds = { [1] = w, [2] = w }, setenv = setenv }))
   w:close()
-  local out, deadline = {}, fdpass.monotonic() + timeout
-  while fdpass.monotonic() < deadline do
-    fdpass.poll({ r }, nil, math.max(0, deadline - fdpass.monotonic()))
+  local out, deadline = {}, fos.monotonic() + timeout
+  while fos.monotonic() < deadline do
+    loop.poll({ r }, nil, math.max(0, deadline - fos.monotonic()))
     local data, _, code = r:read(65536)
     if data then out[#out + 1] = data elseif code ~= "EAGAIN" then break end
   end
   r:close()
-  local how, code = p:wait(math.max(1, deadline - fdpass.monotonic()))
+  local how, code = p:wait(math.max(1, deadline - fos.monotonic()))
   if not how then p:kill("KILL"); p:wait(5); return -1, table.concat(out) .. "\n(killed: too slow)" end
   return how == "exit" and code or -1, table.concat(out)
 end
@@ -98,18 +101,18 @@ end
 local function send_request(conn, method, path, close)
   local req = ("%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n%s\r\n")
     :format(method, path, close and "Connection: close\r\n" or "")
-  local i, deadline = 1, fdpass.monotonic() + 5
+  local i, deadline = 1, fos.monotonic() + 5
   while i <= #req do
     local n, err, code = conn:write(req, i)
     if n then i = i + n
-    elseif code ~= "EAGAIN" or fdpass.monotonic() > deadline then error("send: " .. err)
-    else fdpass.poll({}, { conn }, 0.1) end
+    elseif code ~= "EAGAIN" or fos.monotonic() > deadline then error("send: " .. err)
+    else loop.poll({}, { conn }, 0.1) end
   end
 end
 
 -- One response: {status=, headers= (lower-case names), body=}, or nil, why.
 local function read_response(conn, timeout)
-  local buf, deadline = "", fdpass.monotonic() + (timeout or 10)
+  local buf, deadline = "", fos.monotonic() + (timeout or 10)
   while true do
     local head_end = buf:find("\r\n\r\n", 1, true)
     if head_end then
@@ -122,9 +125,9 @@ local function read_response(conn, timeout)
         return res
       end
     end
-    local left = deadline - fdpass.monotonic()
+    local left = deadline - fos.monotonic()
     if left <= 0 then return nil, "no complete response in time; got " .. ("%q"):format(buf) end
-    fdpass.poll({ conn }, nil, left)
+    loop.poll({ conn }, nil, left)
     local data, _, code = conn:read(65536)
     if data then buf = buf .. data
     elseif code ~= "EAGAIN" then return nil, "connection ended (" .. code .. "); got " .. ("%q"):format(buf) end
@@ -134,7 +137,7 @@ end
 -- A request on `conn` (kept alive), or on a fresh connection to port `conn`.
 local function http(conn, method, path, timeout)
   local fresh = type(conn) == "number"
-  if fresh then conn = assert(fdpass.tcp_connect("127.0.0.1", conn, 2)) end
+  if fresh then conn = assert(net.tcp_connect("127.0.0.1", conn, 2)) end
   send_request(conn, method, path, fresh)
   local res, err = read_response(conn, timeout)
   if fresh then conn:close() end
@@ -183,7 +186,7 @@ end
 
 local function stop_app()
   local s = env.control and upgrade.request(env.control, "stats", 2)
-  if s then fdpass.kill(s.pid, "KILL") end -- an upgraded copy is no child of ours
+  if s then fos.kill(s.pid, "KILL") end -- an upgraded copy is no child of ours
   if not env.app_proc then return end
   env.app_proc:kill("KILL")
   env.app_proc:wait(5)
@@ -208,7 +211,7 @@ local function kill_nginx(proc)
   p:close()
   proc:kill("KILL")
   proc:wait(5)
-  for _, pid in ipairs(workers) do fdpass.kill(pid, "KILL") end
+  for _, pid in ipairs(workers) do fos.kill(pid, "KILL") end
 end
 
 local function start_nginx()
@@ -224,9 +227,9 @@ local function start_nginx()
       -- not make sanitize's runtime; and not the suite's module paths, which
       -- ";;" in lua_package_cpath would take in (another Lua's core.so)
       { setenv = { LD_PRELOAD = false, LUA_PATH = false, LUA_CPATH = false } }))
-    local deadline = fdpass.monotonic() + 15
-    while fdpass.monotonic() < deadline do
-      local c = fdpass.tcp_connect("127.0.0.1", env.port, 1)
+    local deadline = fos.monotonic() + 15
+    while fos.monotonic() < deadline do
+      local c = net.tcp_connect("127.0.0.1", env.port, 1)
       if c then
         send_request(c, "GET", "/fdcount", true)
         local res = read_response(c, 5)
@@ -296,7 +299,7 @@ TestNginx = H.suite {
     env = {}
     if check_machine() then return end
     n = n + 1
-    local tag = ("fdpass-nginx-spec-%d-%d"):format(fdpass.getpid(), n)
+    local tag = ("fdpass-nginx-spec-%d-%d"):format(fos.getpid(), n)
     env.companion, env.control = "@" .. tag .. "-companion", "@" .. tag .. "-app"
     env.dir = os.tmpname()
     os.remove(env.dir)
@@ -346,36 +349,36 @@ TestNginx = H.suite {
     skip_unless_ready()
     -- the first request waits 1.5 s for its descriptor, the second one
     -- 1 s for the data of its socket ...
-    local slow = assert(fdpass.tcp_connect("127.0.0.1", env.port, 2))
-    local slow_stream = assert(fdpass.tcp_connect("127.0.0.1", env.port, 2))
-    local t0 = fdpass.monotonic()
+    local slow = assert(net.tcp_connect("127.0.0.1", env.port, 2))
+    local slow_stream = assert(net.tcp_connect("127.0.0.1", env.port, 2))
+    local t0 = fos.monotonic()
     send_request(slow, "GET", "/file/hello.txt?delay=1.5", true)
     send_request(slow_stream, "GET", "/stream?size=100&delay=1", true)
     sleep(0.1)
     -- ... meanwhile the one worker answers others at once
     for _ = 1, 5 do
-      local t = fdpass.monotonic()
+      local t = fos.monotonic()
       local res = http(env.port, "GET", "/file/hello.txt")
       lu.assertEquals(res.body, "hello from a descriptor\n")
-      lu.assertTrue(fdpass.monotonic() - t < 0.5, "a quick request waited behind the slow ones")
+      lu.assertTrue(fos.monotonic() - t < 0.5, "a quick request waited behind the slow ones")
     end
-    lu.assertEquals(fdpass.poll({ slow, slow_stream }, nil, 0), {}, "the slow requests were answered early")
+    lu.assertEquals(loop.poll({ slow, slow_stream }, nil, 0), {}, "the slow requests were answered early")
     local res = read_response(slow_stream, 5)
     lu.assertNotNil(res)
     lu.assertEquals(res.status, 200)
     lu.assertEquals(#res.body, 100)
-    lu.assertTrue(fdpass.monotonic() - t0 >= 0.9, "the stream was served before its data came")
+    lu.assertTrue(fos.monotonic() - t0 >= 0.9, "the stream was served before its data came")
     res = read_response(slow, 5)
     lu.assertNotNil(res)
     lu.assertEquals(res.body, "hello from a descriptor\n")
-    lu.assertTrue(fdpass.monotonic() - t0 >= 1.4, "the file was served before the companion sent it")
+    lu.assertTrue(fos.monotonic() - t0 >= 1.4, "the file was served before the companion sent it")
     slow:close()
     slow_stream:close()
     -- twenty slow requests at once take as long as one
     local conns = {}
-    t0 = fdpass.monotonic()
+    t0 = fos.monotonic()
     for i = 1, 20 do
-      conns[i] = assert(fdpass.tcp_connect("127.0.0.1", env.port, 2))
+      conns[i] = assert(net.tcp_connect("127.0.0.1", env.port, 2))
       send_request(conns[i], "GET", "/file/hello.txt?delay=1", true)
     end
     for i = 1, 20 do
@@ -384,14 +387,14 @@ TestNginx = H.suite {
       lu.assertNotNil(res)
       lu.assertEquals(res.body, "hello from a descriptor\n")
     end
-    local took = fdpass.monotonic() - t0
+    local took = fos.monotonic() - t0
     lu.assertTrue(took < 4, ("20 requests waiting 1 s each took %.1f s: they waited in turn"):format(took))
     stop_and_check_log()
   end,
 
   test_no_descriptor_stays_in_the_worker = function()
     skip_unless_ready()
-    local conn = assert(fdpass.tcp_connect("127.0.0.1", env.port, 2))
+    local conn = assert(net.tcp_connect("127.0.0.1", env.port, 2))
     local before = worker_fdcount(conn)
     -- counted after every request, not just at the end: the collector
     -- would close what a handler forgot, but only some time later
@@ -425,7 +428,7 @@ TestNginx = H.suite {
   test_the_timer_upgrades_the_app_which_serves_on_without_dropping_a_connection = function()
     skip_unless_ready()
     local before = upgrade.request(env.control, "stats", 2)
-    local client = assert(fdpass.tcp_connect("127.0.0.1", env.app_port, 2))
+    local client = assert(net.tcp_connect("127.0.0.1", env.app_port, 2))
     local res = http(client, "GET", "/")
     lu.assertStrMatches(res.body, before.pid .. " 1 served %d+\n")
 
@@ -433,11 +436,11 @@ TestNginx = H.suite {
     lu.assertEquals(res.status, 202)
     lu.assertEquals(res.body, "asked=1\n")
     local t
-    local deadline = fdpass.monotonic() + 30
+    local deadline = fos.monotonic() + 30
     repeat
       sleep(0.05)
       t = kv(http(env.port, "GET", "/upgrade").body)
-    until t.done == "1" or fdpass.monotonic() > deadline
+    until t.done == "1" or fos.monotonic() > deadline
     lu.assertEquals(t.done, "1", "the timer did not finish the upgrade in time")
     lu.assertEquals(t.ok, "true", "upgrade failed: " .. tostring(t.phase) .. ": " .. tostring(t.reason))
     lu.assertEquals(tonumber(t.old), before.pid)
@@ -460,25 +463,25 @@ TestNginx = H.suite {
 
   test_no_companion_gives_503_and_no_app_a_failed_upgrade = function()
     skip_unless_ready()
-    local conn = assert(fdpass.tcp_connect("127.0.0.1", env.port, 2))
+    local conn = assert(net.tcp_connect("127.0.0.1", env.port, 2))
     local before = worker_fdcount(conn)
     stop_companion()
     for _ = 1, 3 do
-      local t = fdpass.monotonic()
+      local t = fos.monotonic()
       local res = http(env.port, "GET", "/file/hello.txt")
       lu.assertEquals(res.status, 503)
       lu.assertEquals(res.body, ("fdpass: companion %s is not there: connect %s: Connection refused\n")
         :format(env.companion, env.companion))
-      lu.assertTrue(fdpass.monotonic() - t < 1, "a missing companion is no reason to wait")
+      lu.assertTrue(fos.monotonic() - t < 1, "a missing companion is no reason to wait")
     end
     stop_app()
     lu.assertEquals(http(env.port, "POST", "/upgrade").status, 202)
     local t
-    local deadline = fdpass.monotonic() + 10
+    local deadline = fos.monotonic() + 10
     repeat
       sleep(0.05)
       t = kv(http(env.port, "GET", "/upgrade").body)
-    until t.done == "1" or fdpass.monotonic() > deadline
+    until t.done == "1" or fos.monotonic() > deadline
     lu.assertEquals(t.ok, "false")
     lu.assertEquals(t.phase, "request")
     lu.assertEquals(t.reason, ("connect %s: Connection refused"):format(env.control))
@@ -491,21 +494,23 @@ TestNginx = H.suite {
 
   test_a_companion_that_talks_nonsense_gives_502 = function()
     skip_unless_ready()
-    local conn = assert(fdpass.tcp_connect("127.0.0.1", env.port, 2))
+    local conn = assert(net.tcp_connect("127.0.0.1", env.port, 2))
     local before = worker_fdcount(conn)
     stop_companion()
     -- in its place: one answer that is no encoded table, then one with
     -- two descriptors where one was asked for, then one closed unanswered
-    local ready_r, ready_w = assert(fdpass.pipe())
+    local ready_r, ready_w = assert(fos.pipe())
     local fake = H.child([[
+local codec = require "fdpass.codec"
+local fos = require "fdpass.os"
       local server = assert(fdpass.listen(arg[1]))
       local ready = fdpass.fd(3)
       ready:write("x")
       ready:close()
-      local r, w = assert(fdpass.pipe())
+      local r, w = assert(fos.pipe())
       local answers = {
         function(ch) ch:send("not an encoded table", nil, 1) end,
-        function(ch) ch:send(fdpass.encode { ok = true, kind = "file" }, { r, w }, 1) end,
+        function(ch) ch:send(codec.encode { ok = true, kind = "file" }, { r, w }, 1) end,
         function(ch) end,
       }
       for i = 1, 3 do
@@ -516,7 +521,7 @@ TestNginx = H.suite {
       end
     ]], { [3] = ready_w }, { env.companion })
     ready_w:close()
-    fdpass.poll({ ready_r }, nil, 10)
+    loop.poll({ ready_r }, nil, 10)
     lu.assertEquals(ready_r:read(1), "x", "the fake companion did not start")
     ready_r:close()
     local res = http(env.port, "GET", "/file/hello.txt")
@@ -540,33 +545,33 @@ TestNginx = H.suite {
 local naps
 TestWaiter = H.suite {
   setUp = function() naps = {} end,
-  tearDown = function() fdpass.waiter = nil end,
+  tearDown = function() loop.waiter = nil end,
 
   test_without_a_waiter_it_blocks_in_poll_until_ready_or_the_timeout = function()
-    local r, w = assert(fdpass.pipe())
-    local t = fdpass.monotonic()
-    lu.assertEquals({ fdpass.wait_readable(r, 0.1) }, { nil, "wait_readable: timed out", "ETIMEDOUT" })
-    lu.assertTrue(fdpass.monotonic() - t >= 0.09)
-    lu.assertTrue(fdpass.wait_writable(w, 0))
-    local writer = H.child("fdpass.poll({}, nil, 0.1); fdpass.fd(3):write('x')", { [3] = w })
+    local r, w = assert(fos.pipe())
+    local t = fos.monotonic()
+    lu.assertEquals({ loop.wait_readable(r, 0.1) }, { nil, "wait_readable: timed out", "ETIMEDOUT" })
+    lu.assertTrue(fos.monotonic() - t >= 0.09)
+    lu.assertTrue(loop.wait_writable(w, 0))
+    local writer = H.child("require('fdpass.loop').poll({}, nil, 0.1); fdpass.fd(3):write('x')", { [3] = w })
     w:close()
-    lu.assertTrue(fdpass.wait_readable(r, 10))
+    lu.assertTrue(loop.wait_readable(r, 10))
     lu.assertEquals(r:read(), "x")
     H.expect_exit(writer, 0)
     r:close()
   end,
 
   test_a_waiter_gets_growing_naps_that_end_at_the_timeout = function()
-    fdpass.waiter = function(s)
+    loop.waiter = function(s)
       naps[#naps + 1] = s
       sleep(s)
     end
-    local r, w = assert(fdpass.pipe())
-    lu.assertTrue(fdpass.wait_writable(w, 1))
+    local r, w = assert(fos.pipe())
+    lu.assertTrue(loop.wait_writable(w, 1))
     lu.assertEquals(naps, {}, "a ready descriptor needs no nap")
-    local t = fdpass.monotonic()
-    lu.assertEquals({ fdpass.wait_readable(r, 0.1) }, { nil, "wait_readable: timed out", "ETIMEDOUT" })
-    local took = fdpass.monotonic() - t
+    local t = fos.monotonic()
+    lu.assertEquals({ loop.wait_readable(r, 0.1) }, { nil, "wait_readable: timed out", "ETIMEDOUT" })
+    local took = fos.monotonic() - t
     lu.assertTrue(took >= 0.095 and took < 0.5, ("took %.3f s"):format(took))
     lu.assertEquals({ naps[1], naps[2], naps[3], naps[4], naps[5] }, { 0.001, 0.002, 0.004, 0.008, 0.016 })
     local total = 0
@@ -577,9 +582,9 @@ TestWaiter = H.suite {
     lu.assertTrue(total <= 0.1 + 1e-9, "napped past the timeout: " .. total)
     -- ready while napping: seen at the next try
     naps = {}
-    local writer = H.child("fdpass.poll({}, nil, 0.05); fdpass.fd(3):write('x')", { [3] = w })
+    local writer = H.child("require('fdpass.loop').poll({}, nil, 0.05); fdpass.fd(3):write('x')", { [3] = w })
     w:close()
-    lu.assertTrue(fdpass.wait_readable(r, 10))
+    lu.assertTrue(loop.wait_readable(r, 10))
     lu.assertTrue(#naps >= 3, "it did not nap while waiting")
     lu.assertEquals(r:read(), "x")
     H.expect_exit(writer, 0)

@@ -4,6 +4,7 @@
 local lu = require "luaunit"
 local H = require "helpers"
 local fdpass = require "fdpass"
+local fos = require "fdpass.os"
 local socket = require "socket"
 
 local now = socket.gettime
@@ -94,28 +95,29 @@ TestProcess = H.suite {
 
   test_module_kill = function()
     local p = sleeper()
-    lu.assertEquals(fdpass.kill(p:pid(), 0), true) -- it exists
-    lu.assertEquals(fdpass.kill(p:pid(), "USR2"), true)
+    lu.assertEquals(fos.kill(p:pid(), 0), true) -- it exists
+    lu.assertEquals(fos.kill(p:pid(), "USR2"), true)
     lu.assertEquals({ p:wait(5) }, { "signal", 12 })
-    lu.assertErrorMsgContains("pid must be > 0", fdpass.kill, 0)
-    lu.assertErrorMsgContains("pid must be > 0", fdpass.kill, -1, "KILL")
-    lu.assertErrorMsgContains("unknown signal", fdpass.kill, p:pid(), "WHAT")
+    lu.assertErrorMsgContains("pid must be > 0", fos.kill, 0)
+    lu.assertErrorMsgContains("pid must be > 0", fos.kill, -1, "KILL")
+    lu.assertErrorMsgContains("unknown signal", fos.kill, p:pid(), "WHAT")
     -- a stopped and continued child still ends normally
     local q = sleeper()
     lu.assertEquals(q:kill("STOP"), true)
     lu.assertEquals({ q:wait(0.05) }, { nil, "wait: Connection timed out", "ETIMEDOUT" })
-    lu.assertEquals(fdpass.kill(q:pid(), "CONT"), true)
+    lu.assertEquals(fos.kill(q:pid(), "CONT"), true)
     lu.assertEquals(q:kill(), true)
     lu.assertEquals({ q:wait(5) }, { "signal", 15 })
   end,
 
   test_pid_getpid_tostring = function()
     local ch, proc = H.peer([[
-      assert(ch:send(tostring(fdpass.getpid()), nil, 5))
+local fos = require "fdpass.os"
+      assert(ch:send(tostring(fos.getpid()), nil, 5))
       assert(ch:recv(5))
     ]])
     lu.assertTrue(H.is_integer(proc:pid()), "pid: not an integer: " .. tostring(proc:pid()))
-    lu.assertTrue(proc:pid() > 0 and proc:pid() ~= fdpass.getpid())
+    lu.assertTrue(proc:pid() > 0 and proc:pid() ~= fos.getpid())
     lu.assertEquals(tostring(proc), ("fdpass.process (%d)"):format(proc:pid()))
     lu.assertEquals((ch:recv(5)), tostring(proc:pid())) -- no shell in between
     assert(ch:send("bye", nil, 5))
@@ -243,44 +245,46 @@ TestProcess = H.suite {
   end,
 
   test_nofile_read_and_set = function()
-    local soft, hard = fdpass.nofile()
+    local soft, hard = fos.nofile()
     lu.assertTrue(H.is_integer(soft), "soft limit: not an integer: " .. tostring(soft))
     lu.assertTrue(hard >= soft)
     -- set in a child, so that this process keeps its limit
     local ch, proc = H.peer([[
-      local s0, h0 = fdpass.nofile()
-      local s1, h1 = fdpass.nofile(64)
-      local s2 = fdpass.nofile()
+local fos = require "fdpass.os"
+      local s0, h0 = fos.nofile()
+      local s1, h1 = fos.nofile(64)
+      local s2 = fos.nofile()
       assert(ch:send(table.concat({ s1, s2, tostring(h1 == h0) }, " "), nil, 5))
     ]])
     lu.assertEquals((ch:recv(5)), "64 64 true")
     H.expect_exit(proc, 0)
     ch:close()
-    lu.assertEquals({ fdpass.nofile() }, { soft, hard })
-    lu.assertErrorMsgContains("limit must be >= 0", fdpass.nofile, -1)
-    local r1, msg, code = fdpass.nofile(hard + 1)
+    lu.assertEquals({ fos.nofile() }, { soft, hard })
+    lu.assertErrorMsgContains("limit must be >= 0", fos.nofile, -1)
+    local r1, msg, code = fos.nofile(hard + 1)
     -- (5.1 and LuaJIT have no math.maxinteger: their integers are doubles,
     -- exact up to 2^53)
     -- raising above the hard limit needs CAP_SYS_RESOURCE
     if hard < (math.maxinteger or 2 ^ 53) then -- luacheck: read globals math.maxinteger
-      if r1 then fdpass.nofile(soft) end
+      if r1 then fos.nofile(soft) end
       lu.assertTrue(r1 ~= nil or code == "EPERM" or code == "EINVAL", tostring(msg))
     end
-    lu.assertEquals((fdpass.nofile()), soft)
+    lu.assertEquals((fos.nofile()), soft)
   end,
 
   test_receiver_at_rlimit_nofile_gets_ectrunc = function()
     local code = [[
+local fos = require "fdpass.os"
       local ch = fdpass.channel(3)
-      local before = fdpass.fdcount()
-      assert(fdpass.nofile(before + room))
+      local before = fos.fdcount()
+      assert(fos.nofile(before + room))
       assert(ch:send("ready", nil, 5))
       local data, fds_or_msg, err = ch:recv(10)
-      local after = fdpass.fdcount()
+      local after = fos.fdcount()
       if room > 20 then -- the control: enough room for all of them
         if data ~= "ten" or #fds_or_msg ~= 10 then os.exit(10) end
         for _, f in ipairs(fds_or_msg) do f:close() end
-        os.exit(fdpass.fdcount() == before and 0 or 11)
+        os.exit(fos.fdcount() == before and 0 or 11)
       end
       if data ~= nil then io.stderr:write("received ", #fds_or_msg, " fds\n") os.exit(2) end
       if err ~= "ECTRUNC" then io.stderr:write(tostring(fds_or_msg), "\n") os.exit(3) end

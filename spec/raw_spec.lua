@@ -8,6 +8,7 @@
 local lu = require "luaunit"
 local H = require "helpers"
 local fdpass = require "fdpass"
+local fos = require "fdpass.os"
 local socket = require "socket"
 
 local now = socket.gettime
@@ -221,10 +222,10 @@ assert s.recv(10) == b"next"
 socket.send_fds(s, [b"one"], [fs[0].fileno()])
 assert s.recv(10) == b""
 ]], kind)
-    local before = fdpass.fdcount()
+    local before = fos.fdcount()
     local msg = assert_fails("ECTRUNC", "recvmsg", a:recvmsg(100, 10, 10))
     lu.assertStrContains(msg, "dropped")
-    lu.assertEquals(fdpass.fdcount(), before, "the 10 that fitted were closed too")
+    lu.assertEquals(fos.fdcount(), before, "the 10 that fitted were closed too")
     assert(a:sendmsg("next"))
     local data, fds = a:recvmsg(100, 10, 10)
     lu.assertEquals(data, "one")
@@ -329,19 +330,19 @@ assert s.recv(10) == b""
     local mode = a:recvmsg(100, 0, 10)
     lu.assertTrue(mode == "pidfd" or mode == "nopidfd", tostring(mode))
     assert(a:sendmsg("k"))
-    local before = fdpass.fdcount()
+    local before = fos.fdcount()
     local data, fds = a:recvmsg(100, 3, 10)
     lu.assertEquals(data, "raw")
     lu.assertEquals(#fds, 3)
     for _, f in ipairs(fds) do lu.assertEquals(f:info().path, "/dev/null") end
     H.close_all(fds)
-    lu.assertEquals(fdpass.fdcount(), before, "a pidfd was left open")
+    lu.assertEquals(fos.fdcount(), before, "a pidfd was left open")
     data, fds = a:recv(10)
     lu.assertEquals(data, "framed")
     lu.assertEquals(#fds, 3)
     for _, f in ipairs(fds) do lu.assertEquals(f:info().path, "/dev/null") end
     H.close_all(fds)
-    lu.assertEquals(fdpass.fdcount(), before, "a pidfd was left open")
+    lu.assertEquals(fos.fdcount(), before, "a pidfd was left open")
     a:close()
     H.expect_exit(proc, 0)
   end

@@ -6,12 +6,16 @@
 local lu = require "luaunit"
 local H = require "helpers"
 local fdpass = require "fdpass"
+local codec = require "fdpass.codec"
+local loop = require "fdpass.loop"
+local net = require "fdpass.net"
+local fos = require "fdpass.os"
 local upgrade = require "fdpass.upgrade"
 
 local server, control, port
 local started = 0
 
-local function sleep(s) fdpass.poll({}, nil, s) end
+local function sleep(s) loop.poll({}, nil, s) end
 
 local function stats()
   local r, err = upgrade.request(control, "stats", 5)
@@ -24,15 +28,15 @@ end
 -- closed afterwards.
 local function get(c)
   if not c then
-    local fresh = assert(fdpass.tcp_connect("127.0.0.1", port, 2))
+    local fresh = assert(net.tcp_connect("127.0.0.1", port, 2))
     local _, answer = get(fresh)
     fresh:close()
     return nil, answer
   end
   assert(c:write("GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
-  local buf, deadline = "", fdpass.monotonic() + 5
-  while not buf:find("\r\n\r\n.*\n$") and fdpass.monotonic() < deadline do
-    fdpass.poll({ c }, nil, 0.5)
+  local buf, deadline = "", fos.monotonic() + 5
+  while not buf:find("\r\n\r\n.*\n$") and fos.monotonic() < deadline do
+    loop.poll({ c }, nil, 0.5)
     local data = c:read()
     if data then buf = buf .. data end
   end
@@ -54,7 +58,7 @@ end
 
 local function start_server(extra_env)
   started = started + 1 -- a fresh name: a killed generation may not be gone yet
-  control = ("@fdpass-serving-spec-%d-%d"):format(fdpass.getpid(), started)
+  control = ("@fdpass-serving-spec-%d-%d"):format(fos.getpid(), started)
   server = assert(fdpass.spawn({ H.lua, "examples/http_server.lua", "0", control },
     { setenv = extra_env }))
   for _ = 1, 100 do
@@ -67,7 +71,7 @@ end
 
 local function stop_server()
   local s = upgrade.request(control, "stats", 2)
-  if s then fdpass.kill(s.pid, "KILL") end
+  if s then fos.kill(s.pid, "KILL") end
   server:kill("KILL")
   server:wait(5)
 end
@@ -80,10 +84,10 @@ TestServing = H.suite {
     local base = stats().fdcount
     local silent = {}
     for i = 1, 40 do silent[i] = assert(fdpass.connect(control, 2)) end
-    local t0 = fdpass.monotonic()
+    local t0 = fos.monotonic()
     get()
     lu.assertTrue(stats().ok)
-    lu.assertTrue(fdpass.monotonic() - t0 < 1, "silent peers slowed the server down")
+    lu.assertTrue(fos.monotonic() - t0 < 1, "silent peers slowed the server down")
     -- after the control deadline (2 s) every silent peer was dropped
     for _, ch in ipairs(silent) do
       lu.assertEquals(select(3, ch:recv(4)), "EOF")
@@ -102,7 +106,7 @@ TestServing = H.suite {
     lu.assertEquals(ok, 1)
     local data = slow:recv(3)
     lu.assertNotNil(data, "no answer to a one-byte record")
-    local r = fdpass.decode(data)
+    local r = codec.decode(data)
     lu.assertEquals({ r.ok, r.reason }, { false, "bad request" })
     slow:close()
     get()
@@ -110,21 +114,21 @@ TestServing = H.suite {
   end,
 
   test_an_http_client_sending_a_byte_at_a_time_stalls_nobody = function()
-    local slow = assert(fdpass.tcp_connect("127.0.0.1", port, 2))
+    local slow = assert(net.tcp_connect("127.0.0.1", port, 2))
     local request = "GET / HTTP/1.1\r\nHost: x\r\n\r\n"
-    local t0 = fdpass.monotonic()
+    local t0 = fos.monotonic()
     for i = 1, #request do
       assert(slow:write(request:sub(i, i)))
       if i % 8 == 0 then
-        local g0 = fdpass.monotonic()
+        local g0 = fos.monotonic()
         get() -- others are answered at once meanwhile
-        lu.assertTrue(fdpass.monotonic() - g0 < 0.5, "a slow client stalled the server")
+        lu.assertTrue(fos.monotonic() - g0 < 0.5, "a slow client stalled the server")
       end
       sleep(0.02)
     end
     local _, answer = get(slow) -- its own request, completed, is answered too
     lu.assertStrContains(answer, "HTTP/1.1 200 OK")
-    lu.assertTrue(fdpass.monotonic() - t0 < 10)
+    lu.assertTrue(fos.monotonic() - t0 < 10)
     slow:close()
   end,
 
@@ -141,7 +145,7 @@ TestServing = H.suite {
       ch:sendmsg(p, nil, 1)
       local data = ch:recv(3)
       if data then -- the server may answer "bad request" before closing
-        lu.assertFalse(fdpass.decode(data).ok)
+        lu.assertFalse(codec.decode(data).ok)
       end
       ch:close()
       get()
@@ -149,10 +153,10 @@ TestServing = H.suite {
     -- descriptors nobody asked for, by the hundred
     local ch = assert(fdpass.connect(control, 2))
     local junk = H.fds(200)
-    ch:send(fdpass.encode { cmd = "stats" }, junk, 2)
+    ch:send(codec.encode { cmd = "stats" }, junk, 2)
     H.close_all(junk)
     local reply = ch:recv(3)
-    lu.assertNil(reply and fdpass.decode(reply).ok and true or nil, "a request carrying 200 descriptors was served")
+    lu.assertNil(reply and codec.decode(reply).ok and true or nil, "a request carrying 200 descriptors was served")
     ch:close()
     assert_fdcount_returns(base)
     get()
@@ -172,7 +176,7 @@ TestServing = H.suite {
   end,
 
   test_a_keepalive_connection_survives_upgrades_and_a_large_state = function()
-    local c = assert(fdpass.tcp_connect("127.0.0.1", port, 2))
+    local c = assert(net.tcp_connect("127.0.0.1", port, 2))
     get(c)
     for _ = 1, 3 do
       local r = upgrade.request(control, "upgrade", 30)
@@ -187,7 +191,7 @@ TestServing = H.suite {
 -- the upgrade roll back with nothing half-done.
 TestLimits = H.suite {
   test_new_copy_at_its_descriptor_limit_rolls_back = function()
-    local l = assert(fdpass.tcp_listen("127.0.0.1", 0))
+    local l = assert(net.tcp_listen("127.0.0.1", 0))
     local many = H.fds(300)
     -- prlimit caps the new copy at 64 descriptors; 300 listeners cannot all arrive
     local up = upgrade.new { argv = { "prlimit", "--nofile=64", H.lua, "spec/upgrade/new_copy.lua", "ok" },
@@ -201,22 +205,22 @@ TestLimits = H.suite {
     lu.assertEquals(type(err.reason), "string")
     -- the old side still holds and serves its listener
     lu.assertTrue(fdpass.info(l).listening)
-    local c = assert(fdpass.tcp_connect("127.0.0.1", tonumber(fdpass.info(l).addr:match(":(%d+)$")), 2))
-    lu.assertEquals(#fdpass.poll({ l }, nil, 2), 1)
-    local s = assert(fdpass.accept(l))
+    local c = assert(net.tcp_connect("127.0.0.1", tonumber(fdpass.info(l).addr:match(":(%d+)$")), 2))
+    lu.assertEquals(#loop.poll({ l }, nil, 2), 1)
+    local s = assert(net.accept(l))
     s:close(); c:close(); l:close()
     H.close_all(many)
   end,
 
   test_old_side_at_its_descriptor_limit_fails_in_spawn_and_keeps_everything = function()
-    local l = assert(fdpass.tcp_listen("127.0.0.1", 0))
+    local l = assert(net.tcp_listen("127.0.0.1", 0))
     local up = upgrade.new { argv = { H.lua, "spec/upgrade/new_copy.lua", "ok" } }
     up:listener("http", l)
     collectgarbage()
-    local soft, hard = fdpass.nofile()
-    fdpass.nofile(fdpass.fdcount() + 1) -- one more descriptor, and not two
+    local soft, hard = fos.nofile()
+    fos.nofile(fos.fdcount() + 1) -- one more descriptor, and not two
     local pid, err = up:run_upgrade()
-    fdpass.nofile(soft)
+    fos.nofile(soft)
     up:close()
     lu.assertNil(pid)
     lu.assertEquals(err.phase, "spawn")
@@ -227,7 +231,7 @@ TestLimits = H.suite {
   end,
 
   test_a_state_larger_than_the_socket_buffer_goes_through_without_blocking = function()
-    local l = assert(fdpass.tcp_listen("127.0.0.1", 0))
+    local l = assert(net.tcp_listen("127.0.0.1", 0))
     local up = upgrade.new { argv = { H.lua, "spec/upgrade/new_copy.lua", "ok" } }
     up:listener("http", l)
     local big = string.rep("0123456789abcdef", 512 * 1024) -- 8 MiB
@@ -236,12 +240,12 @@ TestLimits = H.suite {
     local steps, longest = 0, 0
     local result
     while true do
-      local t0 = fdpass.monotonic()
+      local t0 = fos.monotonic()
       local ev, x = up:step()
-      longest = math.max(longest, fdpass.monotonic() - t0)
+      longest = math.max(longest, fos.monotonic() - t0)
       steps = steps + 1
       if ev == "upgraded" or ev == "failed" then result = { ev, x } break end
-      fdpass.poll({ up }, nil, up:timeout() or 1)
+      loop.poll({ up }, nil, up:timeout() or 1)
     end
     lu.assertEquals(result[1], "upgraded", tostring(result[2]))
     lu.assertTrue(steps > 3, "the 8 MiB state went in one step: the loop was blocked")

@@ -4,12 +4,13 @@
 local lu = require "luaunit"
 local H = require "helpers"
 local fdpass = require "fdpass"
+local fos = require "fdpass.os"
 local socket = require "socket"
 
 local seq = 0
 local function abstract(tag)
   seq = seq + 1
-  return ("@fdpass-socket-spec-%d-%s-%d"):format(fdpass.getpid(), tag, seq)
+  return ("@fdpass-socket-spec-%d-%s-%d"):format(fos.getpid(), tag, seq)
 end
 
 local function tmpdir()
@@ -298,7 +299,7 @@ TestSocket = H.suite {
   test_peercred_same_process = function()
     local a, b = assert(fdpass.socketpair())
     local pid, uid, gid = a:peercred()
-    lu.assertEquals(pid, fdpass.getpid())
+    lu.assertEquals(pid, fos.getpid())
     lu.assertTrue(H.is_integer(uid), "uid: not an integer: " .. tostring(uid))
     lu.assertTrue(H.is_integer(gid), "gid: not an integer: " .. tostring(gid))
     lu.assertEquals({ b:peercred() }, { pid, uid, gid })
@@ -314,16 +315,17 @@ TestSocket = H.suite {
     a:close()
     b:close()
     local proc = H.child(([[
+local fos = require "fdpass.os"
       local c = assert(fdpass.connect(%q, 5))
       local pid = c:peercred() -- the server's pid
-      assert(c:send(tostring(pid) .. " " .. fdpass.getpid(), nil, 5))
+      assert(c:send(tostring(pid) .. " " .. fos.getpid(), nil, 5))
       assert(c:recv(5) == "bye")
     ]]):format(name))
     local c = assert(srv:accept(5))
     local pid, uid, gid = c:peercred()
     lu.assertEquals(pid, proc:pid())
     lu.assertEquals({ uid, gid }, { myuid, mygid })
-    lu.assertEquals((c:recv(5)), fdpass.getpid() .. " " .. proc:pid())
+    lu.assertEquals((c:recv(5)), fos.getpid() .. " " .. proc:pid())
     assert(c:send("bye", nil, 5))
     H.expect_exit(proc, 0)
     c:close()

@@ -6,6 +6,7 @@
 -- old process's closing line, the counter before and after, descriptors
 -- and RSS of the first and the last generation. The specs assert.
 local fdpass = require "fdpass"
+local net = require "fdpass.net"
 local fos = require "fdpass.os"
 local loop = require "fdpass.loop"
 local upgrade = require "fdpass.upgrade"
@@ -92,7 +93,7 @@ end
 --- One request on a connection of its own ("Connection: close"): the
 -- status line's code and the body, or nil, why.
 function S.get(port, timeout)
-  local fd, err = fdpass.tcp_connect("127.0.0.1", port, timeout or 2)
+  local fd, err = net.tcp_connect("127.0.0.1", port, timeout or 2)
   if not fd then return nil, err end
   local req = "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
   local ok, werr = fd:write(req)
@@ -177,7 +178,7 @@ end
 -- ---- load ---------------------------------------------------------------------------
 
 local function spawn_reader(argv, env)
-  local r, w = assert(fdpass.pipe())
+  local r, w = assert(fos.pipe())
   local proc = assert(fdpass.spawn(argv, { env = env, fds = { [1] = w } }))
   w:close()
   return { proc = proc, out = r }
@@ -369,7 +370,7 @@ end
 
 -- A keep-alive connection of our own, driven by hand.
 local function raw_conn(port)
-  local fd = assert(fdpass.tcp_connect("127.0.0.1", port, 2))
+  local fd = assert(net.tcp_connect("127.0.0.1", port, 2))
   return fd
 end
 

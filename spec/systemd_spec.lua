@@ -12,9 +12,13 @@
 local lu = require "luaunit"
 local H = require "helpers"
 local fdpass = require "fdpass"
+local codec = require "fdpass.codec"
+local loop = require "fdpass.loop"
+local net = require "fdpass.net"
+local fos = require "fdpass.os"
 local upgrade = require "fdpass.upgrade"
 
-local now = fdpass.monotonic
+local now = fos.monotonic
 local ACTIVATE = "/usr/bin/systemd-socket-activate"
 local SERVER = "spec/systemd/server.lua"
 
@@ -37,7 +41,7 @@ end
 local seq = 0
 local function unique(tag)
   seq = seq + 1
-  return ("%s-%d-%d"):format(tag, fdpass.getpid(), seq)
+  return ("%s-%d-%d"):format(tag, fos.getpid(), seq)
 end
 
 -- The children's environment: nothing of socket activation, notification
@@ -58,7 +62,7 @@ local function read_all(r, timeout)
   while true do
     local left = deadline - now()
     if left <= 0 then return table.concat(out), "timeout" end
-    if #fdpass.poll({ r }, nil, left) > 0 then
+    if #loop.poll({ r }, nil, left) > 0 then
       local data, _, code = r:read(65536)
       if not data then return table.concat(out), code end
       out[#out + 1] = data
@@ -69,11 +73,12 @@ end
 -- A Lua child's code starts with these: globals fdpass, systemd, unpack,
 -- and report(t), which writes t to its stdout (the spec's pipe).
 local PRELUDE = [[
+local codec = require "fdpass.codec"
 fdpass = require "fdpass"
 systemd = require "fdpass.systemd"
 unpack = table.unpack or unpack
-function report(t) io.stdout:write(fdpass.encode(t)); io.stdout:flush() end
-function unhex(s) return fdpass.decode((s:gsub("%x%x", function(h) return string.char(tonumber(h, 16)) end))) end
+function report(t) io.stdout:write(codec.encode(t)); io.stdout:flush() end
+function unhex(s) return codec.decode((s:gsub("%x%x", function(h) return string.char(tonumber(h, 16)) end))) end
 ]]
 
 -- Arguments are C strings: an encoded table goes as hex (unhex() above).
@@ -84,7 +89,7 @@ end
 -- Runs `code` in a Lua child with `setenv` (over a clean environment) and
 -- `fds` mapped; returns the process and the read end of its stdout.
 local function start(code, setenv, fds, args)
-  local r, w = assert(fdpass.pipe())
+  local r, w = assert(fos.pipe())
   local map = { [1] = w }
   for k, v in pairs(fds or {}) do map[k] = v end
   -- Lua 5.1 makes `arg` only for a script, after -e ran: the arguments go
@@ -104,7 +109,7 @@ local function finish(proc, r, timeout)
   local out = read_all(r, timeout)
   r:close()
   H.expect_exit(proc, 0, 10)
-  local t, err = fdpass.decode(out)
+  local t, err = codec.decode(out)
   lu.assertEquals(type(t), "table", "the child's report: " .. tostring(err) .. ": " .. ("%q"):format(out))
   return t
 end
@@ -113,7 +118,7 @@ end
 
 local function notify_socket(kind)
   local addr = kind == "abstract" and "@" .. unique("fdpass-spec-notify") or DIR .. "/" .. unique("notify")
-  return addr, assert(fdpass.dgram_bind(addr))
+  return addr, assert(net.dgram_bind(addr))
 end
 
 local function close_notify(addr, sock)
@@ -123,7 +128,7 @@ end
 
 -- The next notification: its text, its descriptors and who sent it.
 local function next_msg(sock, timeout)
-  local data, fds, pid, uid = fdpass.dgram_recv(sock, nil, nil, timeout or 10)
+  local data, fds, pid, uid = net.dgram_recv(sock, nil, nil, timeout or 10)
   if not data then lu.fail("no notification came: " .. tostring(fds)) end
   return data, fds, pid, uid
 end
@@ -136,7 +141,7 @@ local function expect_msg(sock, text, pid, timeout)
 end
 
 local function expect_silence(sock, seconds)
-  local data, fds, code = fdpass.dgram_recv(sock, nil, nil, seconds or 0.3)
+  local data, fds, code = net.dgram_recv(sock, nil, nil, seconds or 0.3)
   if data then fdpass.close_all(fds) end
   lu.assertEquals(code, "ETIMEDOUT", "an unexpected notification: " .. tostring(data))
 end
@@ -200,18 +205,18 @@ local function activate(ntcp, more, fdnames, setenv, argv)
     for k, v in pairs(setenv or {}) do cmd[#cmd + 1] = "--setenv=" .. k .. "=" .. v end
     cmd[#cmd + 1] = "--"
     for _, a in ipairs(argv) do cmd[#cmd + 1] = a end
-    local out_r, out_w = assert(fdpass.pipe())
-    local err_r, err_w = assert(fdpass.pipe())
+    local out_r, out_w = assert(fos.pipe())
+    local err_r, err_w = assert(fos.pipe())
     local proc = assert(fdpass.spawn(cmd, { fds = { [1] = out_w, [2] = err_w }, setenv = env() }))
     out_w:close()
     err_w:close()
     local conn, exited
     local deadline = now() + 5
     repeat
-      conn = fdpass.tcp_connect("127.0.0.1", ports[1], 1)
+      conn = net.tcp_connect("127.0.0.1", ports[1], 1)
       if not conn then
         exited = proc:wait(0)
-        if not exited then fdpass.poll({}, nil, 0.02) end
+        if not exited then loop.poll({}, nil, 0.02) end
       end
     until conn or exited or now() > deadline
     if conn then return proc, conn, ports, out_r, err_r end
@@ -241,9 +246,12 @@ end
 -- listen_fds(), reports what it got, serves the connection that activated
 -- it on "web", closes everything and counts its descriptors.
 local ACTIVATED = [=[
+local loop = require "fdpass.loop"
+local net = require "fdpass.net"
+local fos = require "fdpass.os"
 local info3 = fdpass.info(3)
 collectgarbage()
-local out = { pid = fdpass.getpid(), cloexec_before = info3.cloexec, fdcount_before = fdpass.fdcount(),
+local out = { pid = fos.getpid(), cloexec_before = info3.cloexec, fdcount_before = fos.fdcount(),
   names = {}, entries = {} }
 local list, by_name = systemd.listen_fds()
 out.env_after = { os.getenv("LISTEN_PID"), os.getenv("LISTEN_FDS"), os.getenv("LISTEN_FDNAMES") }
@@ -255,15 +263,15 @@ for i, e in ipairs(list) do
     indexed = by_name[e.name][1] == e.fd }
 end
 local web = assert(by_name.web and by_name.web[1], "no descriptor named web")
-assert(#fdpass.poll({ web }, nil, 5) == 1, "nobody connected")
-local c = assert(fdpass.accept(web))
-c:write("served by " .. fdpass.getpid() .. "\n")
+assert(#loop.poll({ web }, nil, 5) == 1, "nobody connected")
+local c = assert(net.accept(web))
+c:write("served by " .. fos.getpid() .. "\n")
 c:close()
 out.again = #systemd.listen_fds()
 for _, e in ipairs(list) do e.fd:close() end
 collectgarbage()
 collectgarbage()
-out.fdcount_after = fdpass.fdcount()
+out.fdcount_after = fos.fdcount()
 report(out)
 ]=]
 
@@ -302,13 +310,15 @@ end
 
 T.test_activation_without_names_says_unknown_and_opts_keep_env_and_flags = function()
   local proc, conn, ports, out_r, err_r = activate(1, nil, nil, nil, { H.lua, "-e", PRELUDE .. [=[
+local net = require "fdpass.net"
+local fos = require "fdpass.os"
 local list, by_name = systemd.listen_fds { unset_env = false, cloexec = false }
 local out = { n = #list, name = list[1] and list[1].name, unknown = by_name.unknown and #by_name.unknown,
   cloexec = list[1] and list[1].fd:info().cloexec,
-  env = { os.getenv("LISTEN_PID") == tostring(fdpass.getpid()), os.getenv("LISTEN_FDS"), os.getenv("LISTEN_FDNAMES") } }
+  env = { os.getenv("LISTEN_PID") == tostring(fos.getpid()), os.getenv("LISTEN_FDS"), os.getenv("LISTEN_FDNAMES") } }
 local again, msg, code = systemd.listen_fds { unset_env = false }
 out.again = { again == nil, code }
-local c = assert(fdpass.accept(list[1].fd))
+local c = assert(net.accept(list[1].fd))
 c:write("ok\n")
 c:close()
 list[1].fd:close()
@@ -330,8 +340,8 @@ end
 -- the child's own pid). What came back, and whether 3 and 4 are still open
 -- afterwards: a malformed environment adopts (and so closes) nothing.
 T.test_listen_fds_reads_the_environment_strictly = function()
-  local l = assert(fdpass.tcp_listen("127.0.0.1", 0))
-  local r, w = assert(fdpass.pipe())
+  local l = assert(net.tcp_listen("127.0.0.1", 0))
+  local r, w = assert(fos.pipe())
   local cases = {
     { name = "nothing set" },
     { name = "for another pid", LISTEN_PID = "1", LISTEN_FDS = "2" },
@@ -350,14 +360,15 @@ T.test_listen_fds_reads_the_environment_strictly = function()
     { name = "again", LISTEN_PID = "self", LISTEN_FDS = "2", LISTEN_FDNAMES = ":pipe" },
   }
   local proc, out = start([=[
+local fos = require "fdpass.os"
 local cases = unhex(arg[1])
 local results = {}
 assert(not fdpass.info(5), "descriptor 5 must be closed for the EBADF case")
 for i, c in ipairs(cases) do
   for _, k in ipairs { "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES" } do
     local v = c[k]
-    if v == "self" then v = tostring(fdpass.getpid()) end
-    fdpass.setenv(k, v)
+    if v == "self" then v = tostring(fos.getpid()) end
+    fos.setenv(k, v)
   end
   local list, by_name, code = systemd.listen_fds(c.opts)
   local res = { ok = list ~= nil, code = code, msg = not list and by_name or nil,
@@ -375,7 +386,7 @@ for i, c in ipairs(cases) do
   results[i] = res
 end
 report(results)
-]=], nil, { [3] = l, [4] = r }, { hex(fdpass.encode(cases)) })
+]=], nil, { [3] = l, [4] = r }, { hex(codec.encode(cases)) })
   l:close()
   r:close()
   w:close()
@@ -402,15 +413,16 @@ end
 -- would set another variable, or a shorter value), and sets nothing then.
 T.test_setenv_refuses_what_it_cannot_set_as_given = function()
   local proc, out = start([=[
+local fos = require "fdpass.os"
 local raised = {}
 for i, nv in ipairs { { "", "x" }, { "FDPASS_SPEC_A=B", "x" }, { "FDPASS_SPEC_A\0B", "x" },
   { "FDPASS_SPEC_A", "x\0y" } } do
-  raised[i] = select(2, pcall(fdpass.setenv, nv[1], nv[2]))
+  raised[i] = select(2, pcall(fos.setenv, nv[1], nv[2]))
 end
 local set = { os.getenv("FDPASS_SPEC_A") or "unset" }
-set[2] = fdpass.setenv("FDPASS_SPEC_A", "v")
+set[2] = fos.setenv("FDPASS_SPEC_A", "v")
 set[3] = os.getenv("FDPASS_SPEC_A")
-set[4] = fdpass.setenv("FDPASS_SPEC_A", nil)
+set[4] = fos.setenv("FDPASS_SPEC_A", nil)
 set[5] = os.getenv("FDPASS_SPEC_A") or "unset"
 report { raised = raised, set = set }
 ]=])
@@ -467,11 +479,12 @@ end
 T.test_fdstore_sends_the_descriptor_itself_to_an_abstract_socket = function()
   local addr, sock = notify_socket("abstract")
   local proc, out = start([=[
-local r, w = fdpass.pipe()
+local fos = require "fdpass.os"
+local r, w = fos.pipe()
 local ok = {}
 ok[1] = systemd.fdstore("pipe-w", w)
 w:close() -- from now on, only the stored copy can write to r
-local a, b = fdpass.pipe()
+local a, b = fos.pipe()
 ok[2] = systemd.fdstore("two", { a, b }, { poll = false })
 a:close()
 b:close()
@@ -540,7 +553,7 @@ end
 
 T.test_outside_systemd_notify_is_false_and_a_missing_manager_is_an_error = function()
   local dead = DIR .. "/" .. unique("dead")
-  local s = assert(fdpass.dgram_bind(dead))
+  local s = assert(net.dgram_bind(dead))
   s:close() -- its file stays, with nobody behind it
   local cases = {
     { false, "ready" }, { "", "ready" }, { false, "fdstore" },
@@ -548,13 +561,14 @@ T.test_outside_systemd_notify_is_false_and_a_missing_manager_is_an_error = funct
     { "vsock:2:1234", "ready" }, { "relative/notify", "ready" },
   }
   local proc, out = start([=[
+local fos = require "fdpass.os"
 local results = {}
 collectgarbage()
-local before = fdpass.fdcount()
+local before = fos.fdcount()
 for i, c in ipairs(unhex(arg[1])) do
-  fdpass.setenv("NOTIFY_SOCKET", c[1] or nil)
+  fos.setenv("NOTIFY_SOCKET", c[1] or nil)
   if c[2] == "fdstore" then
-    local r, w = fdpass.pipe()
+    local r, w = fos.pipe()
     results[i] = { systemd.fdstore("x", w) }
     r:close()
     w:close()
@@ -563,8 +577,8 @@ for i, c in ipairs(unhex(arg[1])) do
   end
 end
 collectgarbage()
-report { results = results, leaked = fdpass.fdcount() - before }
-]=], nil, nil, { hex(fdpass.encode(cases)) })
+report { results = results, leaked = fos.fdcount() - before }
+]=], nil, nil, { hex(codec.encode(cases)) })
   local report = finish(proc, out)
   os.remove(dead)
   local r = report.results
@@ -581,14 +595,15 @@ end
 T.test_a_full_queue_never_blocks_a_notification_longer_than_asked = function()
   local addr, sock = notify_socket("abstract")
   local proc, out = start([=[
+local fos = require "fdpass.os"
 local sent, r = 0, {}
 repeat
   r = { systemd.watchdog { timeout = 0 } }
   if r[1] then sent = sent + 1 end
 until not r[1] or sent >= 100000
-local t0 = fdpass.monotonic()
+local t0 = fos.monotonic()
 local late = { systemd.status("late", { timeout = 0.2 }) }
-report { sent = sent, full = r[3], late = late[3], waited = fdpass.monotonic() - t0 }
+report { sent = sent, full = r[3], late = late[3], waited = fos.monotonic() - t0 }
 ]=], { NOTIFY_SOCKET = addr })
   local report = finish(proc, out)
   lu.assertEquals({ report.full, report.late }, { "EAGAIN", "ETIMEDOUT" })
@@ -604,15 +619,16 @@ end
 -- waits.
 T.test_dgram_recv_without_timeout_waits_for_the_next_datagram = function()
   local addr, sock = notify_socket("abstract")
-  local data, _, code = fdpass.dgram_recv(sock, nil, nil, 0)
+  local data, _, code = net.dgram_recv(sock, nil, nil, 0)
   lu.assertEquals({ data, code }, { nil, "EAGAIN" })
   local proc, out = start([=[
-fdpass.poll({}, nil, 0.15)
+local loop = require "fdpass.loop"
+loop.poll({}, nil, 0.15)
 report { systemd.ready() }
 ]=], { NOTIFY_SOCKET = addr })
   local t0 = now()
   local fds, pid
-  data, fds, pid = fdpass.dgram_recv(sock)
+  data, fds, pid = net.dgram_recv(sock)
   local waited = now() - t0
   lu.assertEquals(finish(proc, out), { true })
   lu.assertEquals({ data, #fds, pid }, { "READY=1\n", 0, proc:pid() })
@@ -623,9 +639,10 @@ end
 
 T.test_watchdog_interval_reads_usec_for_this_pid_only = function()
   local proc, out = start([=[
+local fos = require "fdpass.os"
 local function with(usec, pid)
-  fdpass.setenv("WATCHDOG_USEC", usec)
-  fdpass.setenv("WATCHDOG_PID", pid == "self" and tostring(fdpass.getpid()) or pid)
+  fos.setenv("WATCHDOG_USEC", usec)
+  fos.setenv("WATCHDOG_PID", pid == "self" and tostring(fos.getpid()) or pid)
   return systemd.watchdog_interval() or "none"
 end
 report { with("2500000"), with("2500000", "self"), with("2500000", "1"), with(nil, "self"),
@@ -642,15 +659,15 @@ local gone_or_zombie = H.gone_or_zombie
 
 local function stop(pid)
   if gone_or_zombie(pid) then return end
-  fdpass.kill(pid, "TERM")
+  fos.kill(pid, "TERM")
   local deadline = now() + 3
-  while not gone_or_zombie(pid) and now() < deadline do fdpass.poll({}, nil, 0.02) end
-  if not gone_or_zombie(pid) then fdpass.kill(pid, "KILL") end
+  while not gone_or_zombie(pid) and now() < deadline do loop.poll({}, nil, 0.02) end
+  if not gone_or_zombie(pid) then fos.kill(pid, "KILL") end
 end
 
 -- "PID GENERATION" from the server on port.
 local function ask(port)
-  local c = assert(fdpass.tcp_connect("127.0.0.1", port, 2))
+  local c = assert(net.tcp_connect("127.0.0.1", port, 2))
   local pid, gen = answer(c):match("^(%d+) (%d+)\n$")
   return tonumber(pid), tonumber(gen)
 end
@@ -659,7 +676,7 @@ local function stats_when_up(ctl)
   local deadline, stats = now() + 10
   repeat
     stats = upgrade.request(ctl, "stats", 2)
-    if not stats then fdpass.poll({}, nil, 0.02) end
+    if not stats then loop.poll({}, nil, 0.02) end
   until stats or now() > deadline
   lu.assertNotNil(stats, "the server never answered on its control socket")
   return stats
@@ -671,7 +688,7 @@ local function settled_fdcount(ctl, want)
   repeat
     stats = assert(upgrade.request(ctl, "stats", 2))
     if want == nil or stats.fdcount == want then break end
-    fdpass.poll({}, nil, 0.02)
+    loop.poll({}, nil, 0.02)
   until now() > deadline
   return stats.fdcount
 end
@@ -690,7 +707,7 @@ T.test_an_upgrade_says_reloading_then_hands_systemd_the_new_main_pid = function(
   local addr, sock = notify_socket("path")
   local ctl = "@" .. unique("fdpass-spec-sd-control")
   local refuse = DIR .. "/" .. unique("refuse")
-  local log_r, log_w = assert(fdpass.pipe())
+  local log_r, log_w = assert(fos.pipe())
   -- as systemd starts a unit with WatchdogSec=30: WATCHDOG_PID is the main
   -- process's own pid (the shell's, which exec keeps)
   local first = assert(fdpass.spawn({ "/bin/sh", "-c", 'WATCHDOG_PID=$$ exec "$0" "$@"', H.lua, SERVER, ctl },
@@ -796,7 +813,7 @@ end
 T.test_systemd_false_keeps_an_upgrade_silent = function()
   local addr, sock = notify_socket("path")
   local ctl = "@" .. unique("fdpass-spec-sd-control")
-  local log_r, log_w = assert(fdpass.pipe())
+  local log_r, log_w = assert(fos.pipe())
   local first = assert(fdpass.spawn({ H.lua, SERVER, ctl },
     { fds = { [2] = log_w }, setenv = env { NOTIFY_SOCKET = addr, SPEC_SYSTEMD = "off" } }))
   log_w:close()

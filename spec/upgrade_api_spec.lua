@@ -7,6 +7,7 @@
 local lu = require "luaunit"
 local H = require "helpers"
 local fdpass = require "fdpass"
+local codec = require "fdpass.codec"
 local fos = require "fdpass.os"
 local net = require "fdpass.net"
 local loop = require "fdpass.loop"
@@ -72,7 +73,7 @@ end
 T.test_listen_creates_on_a_fresh_start_and_close_releases_everything = function()
   collectgarbage()
   collectgarbage("stop")
-  local before = fdpass.fdcount()
+  local before = fos.fdcount()
   local control = ("@fdpass-spec-api-close-%d"):format(fos.getpid())
   local up = upgrade.new { argv = { "unused" }, control = control, signal = "USR1" }
   lu.assertNil(up:inherit())
@@ -82,7 +83,7 @@ T.test_listen_creates_on_a_fresh_start_and_close_releases_everything = function(
   lu.assertTrue(fdpass.info(l).listening)
   -- a stats request, answered from step()
   local ch = assert(fdpass.connect(control, 2))
-  assert(ch:send(fdpass.encode { cmd = "stats" }, nil, 2))
+  assert(ch:send(codec.encode { cmd = "stats" }, nil, 2))
   local deadline, answer = now() + 5
   repeat
     loop.poll({ up }, nil, 0.1)
@@ -90,10 +91,10 @@ T.test_listen_creates_on_a_fresh_start_and_close_releases_everything = function(
     answer = ch:recv(0)
   until answer or now() > deadline
   ch:close()
-  lu.assertEquals(fdpass.decode(answer or "").generation, 1, "the control socket is not served")
+  lu.assertEquals(codec.decode(answer or "").generation, 1, "the control socket is not served")
   up:close()
   l:close()
-  local after = fdpass.fdcount()
+  local after = fos.fdcount()
   collectgarbage("restart")
   lu.assertEquals(after, before, "close() left descriptors")
   lu.assertNil(fdpass.connect(control, 1), "the control socket still listens")
@@ -105,7 +106,7 @@ T.test_one_descriptor_for_the_whole_life_and_no_busy_loop = function()
   local l = assert(net.tcp_listen("127.0.0.1", 0))
   -- a copy that closes its stderr and hangs before HELLO: a pipe at EOF
   -- must leave the poll set, or the loop spins until the deadline
-  local up = upgrade.new { argv = { H.lua, "-e", "io.stderr:close(); require('fdpass').poll({}, nil, 10)" },
+  local up = upgrade.new { argv = { H.lua, "-e", "io.stderr:close(); require('fdpass.loop').poll({}, nil, 10)" },
     timeouts = timeouts { hello = 1, kill = 0.5 } }
   up:listener("http", l)
   local fd = up:pollfd()
@@ -156,20 +157,22 @@ end
 
 T.test_descriptors_sent_with_hello_are_closed_at_once = function()
   local up = upgrade.new { argv = { H.lua, "-e", [[
+local codec = require "fdpass.codec"
+local fos = require "fdpass.os"
     local fdpass = require "fdpass"
     local ch = fdpass.channel(3)
     local junk = {}
     for i = 1, 16 do junk[i] = fdpass.dup(0) end
-    ch:send(fdpass.encode { t = "JUNK" }, junk, 5)
-    ch:send(fdpass.encode { t = "HELLO", versions = { 99 }, pid = fdpass.getpid() }, junk, 5)
+    ch:send(codec.encode { t = "JUNK" }, junk, 5)
+    ch:send(codec.encode { t = "HELLO", versions = { 99 }, pid = fos.getpid() }, junk, 5)
     os.exit(0)
   ]] }, timeouts = timeouts() }
   collectgarbage()
   collectgarbage("stop") -- counted without the collector's help
-  local before = fdpass.fdcount()
+  local before = fos.fdcount()
   assert(up:upgrade())
   local ev, err = drive(up)
-  local after = fdpass.fdcount()
+  local after = fos.fdcount()
   collectgarbage("restart")
   lu.assertEquals(ev, "failed")
   lu.assertStrContains(err.reason, "no common protocol version")
@@ -179,34 +182,36 @@ end
 
 T.test_descriptors_sent_with_ready_and_committed_are_closed_at_once = function()
   local up = upgrade.new { argv = { H.lua, "-e", [[
+local codec = require "fdpass.codec"
+local fos = require "fdpass.os"
     local fdpass = require "fdpass"
     local ch = fdpass.channel(3)
-    local function send(msg, fds) assert(ch:send(fdpass.encode(msg), fds, 5)) end
+    local function send(msg, fds) assert(ch:send(codec.encode(msg), fds, 5)) end
     local junk = {}
     for i = 1, 16 do junk[i] = fdpass.dup(0) end
-    send({ t = "HELLO", versions = { 1 }, pid = fdpass.getpid() }, junk)
+    send({ t = "HELLO", versions = { 1 }, pid = fos.getpid() }, junk)
     for _, want in ipairs { "WELCOME", "FDS", "STATE" } do
       local data, fds = assert(ch:recv(5))
-      assert(fdpass.decode(data).t == want)
+      assert(codec.decode(data).t == want)
       fdpass.close_all(fds)
     end
     send({ t = "NEWS" }, junk)
     send({ t = "READY", claimed = {}, unclaimed = {} }, junk)
-    assert(fdpass.decode((assert(ch:recv(5)))).t == "COMMIT")
-    send({ t = "COMMITTED", pid = fdpass.getpid() }, junk)
+    assert(codec.decode((assert(ch:recv(5)))).t == "COMMIT")
+    send({ t = "COMMITTED", pid = fos.getpid() }, junk)
     repeat -- the final STATE, then DONE
       local data = ch:recv(5)
-    until not data or fdpass.decode(data).t == "DONE"
+    until not data or codec.decode(data).t == "DONE"
   ]] }, timeouts = timeouts() }
   collectgarbage()
   collectgarbage("stop") -- counted without the collector's help
-  local before = fdpass.fdcount()
+  local before = fos.fdcount()
   assert(up:upgrade())
   local ev, info = drive(up)
   lu.assertEquals(ev, "upgraded", tostring(info))
-  local during = fdpass.fdcount()
+  local during = fos.fdcount()
   lu.assertTrue(up:finish())
-  local after = fdpass.fdcount()
+  local after = fos.fdcount()
   collectgarbage("restart")
   lu.assertEquals(during, before + 1, "beyond the channel to the new copy, descriptors are held")
   lu.assertEquals(after, before)
@@ -286,7 +291,7 @@ T.test_a_broken_new_copy_is_logged_once_per_trigger_with_its_cause = function()
   one_failure(function() fos.kill(fos.getpid(), "HUP") end)
   one_failure(function() assert(up:upgrade()) end)
   -- the control socket: a client in another process gets the same line
-  local out_r, out_w = assert(fdpass.pipe())
+  local out_r, out_w = assert(fos.pipe())
   local client = H.child(([[
     local r = require("fdpass.upgrade").request(%q, "upgrade", 10)
     io.stdout:write(tostring(r and r.message))
@@ -312,9 +317,10 @@ T.test_strangers_on_the_control_socket_are_refused_a_step_at_a_time_and_counted 
   lu.assertNil(up:inherit())
   -- 200 connections from another uid, all queued before we look
   local p = H.child(([[
+local loop = require "fdpass.loop"
     local held = {}
     for i = 1, 200 do held[i] = assert(fdpass.connect(%q, 5)) end
-    fdpass.poll({ fdpass.fd(0) }, nil, 20)
+    loop.poll({ fdpass.fd(0) }, nil, 20)
   ]]):format(control), nil, nil, { prefix = { "setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups" } })
   local steps, deadline = 0, now() + 20
   while #lines == 0 or not lines[#lines]:find("200") do
@@ -346,19 +352,21 @@ end
 
 -- A new copy speaking the protocol by hand, quietly committing.
 local COMMITTING_COPY = [[
+local codec = require "fdpass.codec"
+local fos = require "fdpass.os"
   local fdpass = require "fdpass"
   local ch = fdpass.channel(3)
-  local function send(msg) assert(ch:send(fdpass.encode(msg), nil, 5)) end
-  send({ t = "HELLO", versions = { 1 }, pid = fdpass.getpid() })
+  local function send(msg) assert(ch:send(codec.encode(msg), nil, 5)) end
+  send({ t = "HELLO", versions = { 1 }, pid = fos.getpid() })
   for _, want in ipairs { "WELCOME", "FDS", "STATE" } do
     local data, fds = assert(ch:recv(5))
-    assert(fdpass.decode(data).t == want)
+    assert(codec.decode(data).t == want)
     fdpass.close_all(fds)
   end
   send({ t = "READY", claimed = {}, unclaimed = {} })
-  assert(fdpass.decode((assert(ch:recv(5)))).t == "COMMIT")
-  send({ t = "COMMITTED", pid = fdpass.getpid() })
-  repeat local data = ch:recv(5) until not data or fdpass.decode(data).t == "DONE"
+  assert(codec.decode((assert(ch:recv(5)))).t == "COMMIT")
+  send({ t = "COMMITTED", pid = fos.getpid() })
+  repeat local data = ch:recv(5) until not data or codec.decode(data).t == "DONE"
 ]]
 
 local function upgrade_on_full_queue(logs)

@@ -39,9 +39,9 @@ T.test_claim_keeps_what_is_what_it_claims_and_closes_the_rest_at_once = function
   local id = msg.ids[1]
   local fds = { fdpass.dup(good), fdpass.dup(other), fdpass.dup(good) }
   collectgarbage("stop")
-  local before = fdpass.fdcount()
+  local before = fos.fdcount()
   local listeners, claimed, unclaimed = P.claim({ names = { "http", "http", 7 }, ids = { id, id, id } }, fds)
-  local after = fdpass.fdcount()
+  local after = fos.fdcount()
   collectgarbage("restart")
   lu.assertEquals(after, before - 2, "the two liars are not closed")
   lu.assertEquals(claimed, { "http" })
@@ -76,7 +76,7 @@ end
 -- codec and back. A count that disagrees with the descriptors closes them all.
 T.test_conns_in_columns_round_trip_and_a_wrong_count_closes_every_descriptor = function()
   collectgarbage("stop")
-  local before = fdpass.fdcount()
+  local before = fos.fdcount()
   local function pairs_of(n)
     local mine, theirs = {}, {}
     for i = 1, n do mine[i], theirs[i] = assert(fdpass.socketpair("stream")) end
@@ -99,11 +99,11 @@ T.test_conns_in_columns_round_trip_and_a_wrong_count_closes_every_descriptor = f
   lu.assertEquals({ got[1].name, got[2].name, got[3].name }, { "http", "admin", "http" })
   -- the count says 3, two descriptors came: none adopted, both closed now
   local d1, d2 = fdpass.dup(theirs[1]), fdpass.dup(theirs[2])
-  local during = fdpass.fdcount()
+  local during = fos.fdcount()
   lu.assertEquals(P.connections(P.decode(P.encode(msg)), { d1, d2 }), {})
-  lu.assertEquals(fdpass.fdcount(), during - 2)
+  lu.assertEquals(fos.fdcount(), during - 2)
   for i = 1, 3 do mine[i]:close(); theirs[i]:close() end
-  lu.assertEquals(fdpass.fdcount(), before)
+  lu.assertEquals(fos.fdcount(), before)
   collectgarbage("restart")
 end
 

@@ -13,9 +13,13 @@
 local lu = require "luaunit"
 local H = require "helpers"
 local fdpass = require "fdpass"
+local codec = require "fdpass.codec"
+local loop = require "fdpass.loop"
+local net = require "fdpass.net"
+local fos = require "fdpass.os"
 local upgrade = require "fdpass.upgrade"
 
-local now = fdpass.monotonic
+local now = fos.monotonic
 local NEW_COPY = "spec/upgrade/new_copy.lua"
 
 -- ---- the old side ---------------------------------------------------------------
@@ -36,16 +40,18 @@ end
 -- answers READY claiming "http"); it has already written "pid N" to its
 -- stderr.
 local PRELUDE = [[
+local codec = require "fdpass.codec"
+local fos = require "fdpass.os"
 fdpass = require "fdpass"
-io.stderr:write(("pid %d\n"):format(fdpass.getpid()))
+io.stderr:write(("pid %d\n"):format(fos.getpid()))
 ch = fdpass.channel(3)
-function send(msg, fds) return assert(ch:send(fdpass.encode(msg), fds, 5)) end
+function send(msg, fds) return assert(ch:send(codec.encode(msg), fds, 5)) end
 function recv(timeout)
   local data, fds, code = ch:recv(timeout or 5)
   if not data then return nil, fds, code end
-  return fdpass.decode(data), fds
+  return codec.decode(data), fds
 end
-function hello() send { t = "HELLO", versions = { 1 }, pid = fdpass.getpid() } end
+function hello() send { t = "HELLO", versions = { 1 }, pid = fos.getpid() } end
 function ready()
   for _, want in ipairs { "WELCOME", "FDS", "STATE" } do
     local m, fds = assert(recv())
@@ -62,7 +68,7 @@ end
 -- A serving old side: an upgrader whose copies start with `argv`, offering
 -- a fresh TCP listener as "http" and the state { served = 41 }.
 local function serving(argv, over)
-  local l = assert(fdpass.tcp_listen("127.0.0.1", 0))
+  local l = assert(net.tcp_listen("127.0.0.1", 0))
   local up = upgrade.new { argv = argv, timeouts = timeouts(over) }
   up:listener("http", l)
   up:state(function() return { served = 41 } end)
@@ -77,11 +83,11 @@ end
 -- bytes go through it. Closes the listener afterwards.
 local function assert_serves(l)
   lu.assertTrue(fdpass.info(l).listening, "the listener is no longer listening")
-  local c = assert(fdpass.tcp_connect("127.0.0.1", port_of(l), 2))
-  lu.assertEquals(#fdpass.poll({ l }, nil, 2), 1, "the listener did not see the connection")
-  local s = assert(fdpass.accept(l))
+  local c = assert(net.tcp_connect("127.0.0.1", port_of(l), 2))
+  lu.assertEquals(#loop.poll({ l }, nil, 2), 1, "the listener did not see the connection")
+  local s = assert(net.accept(l))
   assert(s:write("still here"))
-  lu.assertEquals(#fdpass.poll({ c }, nil, 2), 1)
+  lu.assertEquals(#loop.poll({ c }, nil, 2), 1)
   lu.assertEquals(c:read(), "still here")
   s:close()
   c:close()
@@ -101,7 +107,7 @@ local function assert_upgrade_fails(up, phase, reason_has)
   local took = now() - started
   local tail = type(err) == "table" and err.stderr
   local pid = tonumber(tostring(tail):match("pid (%d+)"))
-  local alive = pid and { fdpass.kill(pid, 0) }
+  local alive = pid and { fos.kill(pid, 0) }
   collectgarbage("restart")
   lu.assertNil(ok, "the upgrade succeeded: new pid " .. tostring(ok))
   lu.assertEquals(type(err), "table", tostring(err))
@@ -127,17 +133,17 @@ local function drive(up)
     local ev, x = up:step()
     if ev == "upgraded" then return true, x end
     if ev == "failed" then return false, x.phase, x end
-    if not ev then fdpass.poll({ up }, nil, math.min(up:timeout() or 1, deadline - now())) end
+    if not ev then loop.poll({ up }, nil, math.min(up:timeout() or 1, deadline - now())) end
   end
   lu.fail("the upgrade never ended")
 end
 
 -- RLIMIT_NOFILE raised for fn, restored afterwards.
 local function with_nofile(n, fn)
-  local soft, hard = fdpass.nofile()
-  assert(fdpass.nofile(math.min(hard, math.max(soft, n))))
+  local soft, hard = fos.nofile()
+  assert(fos.nofile(math.min(hard, math.max(soft, n))))
   local res = H.pack(pcall(fn))
-  fdpass.nofile(soft)
+  fos.nofile(soft)
   if not res[1] then error(res[2], 0) end
   return H.unpack(res, 2, res.n)
 end
@@ -145,14 +151,14 @@ end
 -- ---- this process as the old side, by hand --------------------------------------
 
 local function encode_send(ch, msg, fds)
-  local ok, err, code = ch:send(fdpass.encode(msg), fds, 5)
+  local ok, err, code = ch:send(codec.encode(msg), fds, 5)
   return assert(ok, tostring(err) .. " (" .. tostring(code) .. ")")
 end
 
 local function decode_recv(ch, timeout)
   local data, fds, code = ch:recv(timeout or 5)
   if not data then return nil, fds, code end
-  return fdpass.decode(data), fds
+  return codec.decode(data), fds
 end
 
 local function identity(obj)
@@ -166,7 +172,7 @@ end
 -- after that).
 local function spawn_new_copy(...)
   local mine, theirs = assert(fdpass.socketpair())
-  local r, w = assert(fdpass.pipe())
+  local r, w = assert(fos.pipe())
   local proc = assert(fdpass.spawn(real_copy(...), {
     fds = { [3] = theirs, [2] = w },
     setenv = { FDPASS_UPGRADE_FD = "3", FDPASS_UPGRADE_GENERATION = "7" },
@@ -186,7 +192,7 @@ local function read_to_eof(r, timeout)
     elseif code == "EAGAIN" then
       local left = deadline - now()
       if left <= 0 then break end
-      fdpass.poll({ r }, nil, left)
+      loop.poll({ r }, nil, left)
     else
       break
     end
@@ -210,7 +216,7 @@ local function welcome(ch, w, old_pid)
   lu.assertEquals(type(hello), "table")
   lu.assertEquals(hello.t, "HELLO")
   lu.assertEquals(hello.versions, { 1 })
-  encode_send(ch, { t = "WELCOME", version = 1, generation = 7, pid = old_pid or fdpass.getpid() }, { w })
+  encode_send(ch, { t = "WELCOME", version = 1, generation = 7, pid = old_pid or fos.getpid() }, { w })
   return hello
 end
 
@@ -275,14 +281,14 @@ T.test_dies_in_the_middle_of_fds_phase_fds = function()
 end
 
 T.test_hangs_in_the_middle_of_fds_times_out_phase_fds = function()
-  local reason, took = mid_fds("fdpass.poll({}, nil, 10)", { handover = 0.5 })
+  local reason, took = mid_fds("require('fdpass.loop').poll({}, nil, 10)", { handover = 0.5 })
   lu.assertStrContains(reason, "(ETIMEDOUT)")
   lu.assertTrue(took < 3, "took " .. took)
 end
 
 T.test_offered_listener_closed_before_upgrade_phase_fds = function()
   local up, l = serving(real_copy("ok"))
-  local gone = assert(fdpass.tcp_listen("127.0.0.1", 0))
+  local gone = assert(net.tcp_listen("127.0.0.1", 0))
   up:listener("closed-since", gone)
   gone:close()
   local reason = assert_upgrade_fails(up, "fds", "closed fdpass.fd")
@@ -339,11 +345,12 @@ end
 
 T.test_never_says_committed_deadline_phase_commit = function()
   local up, l = serving(impostor [[
+local loop = require "fdpass.loop"
     hello()
     ready()
     local m = assert(recv())
     io.stderr:write(("got %s, not answering\n"):format(m.t))
-    fdpass.poll({}, nil, 10)
+    loop.poll({}, nil, 10)
   ]], { commit = 0.5 })
   local _, tail, took = assert_upgrade_fails(up, "commit", "timed out waiting for COMMITTED")
   lu.assertStrContains(tail, "got COMMIT, not answering")
@@ -352,7 +359,7 @@ T.test_never_says_committed_deadline_phase_commit = function()
 end
 
 T.test_never_says_hello_deadline_then_term_phase_hello = function()
-  local up, l = serving(impostor "fdpass.poll({}, nil, 10)", { hello = 0.5, kill = 3 })
+  local up, l = serving(impostor "require('fdpass.loop').poll({}, nil, 10)", { hello = 0.5, kill = 3 })
   local _, _, took = assert_upgrade_fails(up, "hello", "timed out waiting for HELLO")
   lu.assertTrue(took >= 0.5 and took < 2.5, "took " .. took .. " s: TERM did not stop it?")
   assert_serves(l)
@@ -360,12 +367,14 @@ end
 
 T.test_blocks_term_then_kill_phase_hello = function()
   local up, l = serving(impostor [[
-    local s = fdpass.signals { "TERM" }
+local loop = require "fdpass.loop"
+local fos = require "fdpass.os"
+    local s = fos.signals { "TERM" }
     io.stderr:write("TERM blocked\n")
-    local give_up = fdpass.monotonic() + 10 -- bounded, should KILL never come
-    while fdpass.monotonic() < give_up do
-      if #fdpass.poll({ s }, nil, 1) > 0 then
-        io.stderr:write(fdpass.readsignal(s) .. " ignored\n")
+    local give_up = fos.monotonic() + 10 -- bounded, should KILL never come
+    while fos.monotonic() < give_up do
+      if #loop.poll({ s }, nil, 1) > 0 then
+        io.stderr:write(fos.readsignal(s) .. " ignored\n")
       end
     end
   ]], { hello = 0.5, kill = 0.5 })
@@ -387,8 +396,9 @@ end
 T.test_unknown_version_refused_phase_hello = function()
   -- TERM blocked, so that the impostor lives to tell what it received.
   local up, l = serving(impostor [[
-    local s = fdpass.signals { "TERM" }
-    send { t = "HELLO", versions = { 99 }, pid = fdpass.getpid() }
+local fos = require "fdpass.os"
+    local s = fos.signals { "TERM" }
+    send { t = "HELLO", versions = { 99 }, pid = fos.getpid() }
     local m = recv()
     io.stderr:write(("received %s: %s\n"):format(tostring(m and m.t), tostring(m and m.reason)))
     os.exit(0)
@@ -435,8 +445,8 @@ end
 -- ---- a real new copy against this process playing the old side -------------------
 
 T.test_new_copy_closes_and_reports_descriptors_whose_identity_lies = function()
-  local good = assert(fdpass.tcp_listen("127.0.0.1", 0))
-  local other = assert(fdpass.tcp_listen("127.0.0.1", 0))
+  local good = assert(net.tcp_listen("127.0.0.1", 0))
+  local other = assert(net.tcp_listen("127.0.0.1", 0))
   local file = H.tempfile("not a socket")
   local ua, ub = assert(fdpass.socketpair())
   local ch, proc, r, w = spawn_new_copy("ok", "serve")
@@ -461,8 +471,8 @@ T.test_new_copy_closes_and_reports_descriptors_whose_identity_lies = function()
   lu.assertEquals(committed.t, "COMMITTED")
   lu.assertEquals(committed.pid, proc:pid())
   -- the new copy serves on the listener it kept
-  local c = assert(fdpass.tcp_connect("127.0.0.1", port_of(good), 2))
-  lu.assertEquals(#fdpass.poll({ c }, nil, 5), 1)
+  local c = assert(net.tcp_connect("127.0.0.1", port_of(good), 2))
+  lu.assertEquals(#loop.poll({ c }, nil, 5), 1)
   lu.assertEquals(c:read(), ("served by %d\n"):format(proc:pid()))
   c:close()
   -- then a live connection, and the end of them
@@ -494,11 +504,11 @@ end
 -- message, STATE, COMMIT, the final STATE and DONE. The copy counts its
 -- descriptors with the collector stopped: each must be closed at once.
 T.test_new_copy_closes_descriptors_that_come_where_none_is_wanted = function()
-  local good = assert(fdpass.tcp_listen("127.0.0.1", 0))
+  local good = assert(net.tcp_listen("127.0.0.1", 0))
   local junk = H.fds(10)
   local ch, proc, r, w = spawn_new_copy("ok")
   lu.assertEquals(decode_recv(ch).t, "HELLO")
-  encode_send(ch, { t = "WELCOME", version = 1, generation = 7, pid = fdpass.getpid() },
+  encode_send(ch, { t = "WELCOME", version = 1, generation = 7, pid = fos.getpid() },
     { w, junk[1], junk[2], junk[3], junk[4], junk[5] })
   w:close()
   send_fds(ch, { { "good", good } })
@@ -521,7 +531,7 @@ T.test_new_copy_closes_descriptors_that_come_where_none_is_wanted = function()
 end
 
 T.test_a_batch_of_connections_arrives_in_order_and_entries_without_a_descriptor_pair_are_closed = function()
-  local good = assert(fdpass.tcp_listen("127.0.0.1", 0))
+  local good = assert(net.tcp_listen("127.0.0.1", 0))
   local ch, proc, r, w = spawn_new_copy("ok")
   welcome(ch, w)
   w:close()
@@ -557,7 +567,7 @@ end
 
 -- The old process goes away before READY: the copy gives up, exit 1.
 local function old_dies_before_ready(after)
-  local l = assert(fdpass.tcp_listen("127.0.0.1", 0))
+  local l = assert(net.tcp_listen("127.0.0.1", 0))
   local ch, proc, r, w = spawn_new_copy("ok")
   welcome(ch, w)
   w:close()
@@ -585,7 +595,7 @@ end
 
 -- READY sent, then the channel closes. `old` is the process WELCOME named.
 local function channel_closes_after_ready(old_pid)
-  local l = assert(fdpass.tcp_listen("127.0.0.1", 0))
+  local l = assert(net.tcp_listen("127.0.0.1", 0))
   local ch, proc, r, w = spawn_new_copy("ok", "serve")
   welcome(ch, w, old_pid)
   w:close()
@@ -602,8 +612,8 @@ end
 -- real after READY, and is reaped by us only afterwards: 20 times out of 20.
 T.test_old_dies_after_ready_new_copy_takes_over_20_of_20 = function()
   for round = 1, 20 do
-    local out_r, out_w = assert(fdpass.pipe())
-    local err_r, err_w = assert(fdpass.pipe())
+    local out_r, out_w = assert(fos.pipe())
+    local err_r, err_w = assert(fos.pipe())
     local old = assert(fdpass.spawn({ H.lua, "spec/upgrade/dying_old.lua" }, { fds = { [1] = out_w, [2] = err_w } }))
     out_w:close()
     err_w:close()
@@ -611,14 +621,14 @@ T.test_old_dies_after_ready_new_copy_takes_over_20_of_20 = function()
     out_r:nonblock(true)
     local out, deadline = "", now() + 10
     while not out:find("copy %d+\n") and now() < deadline do
-      fdpass.poll({ out_r }, nil, 0.5)
+      loop.poll({ out_r }, nil, 0.5)
       out = out .. (out_r:read() or "")
     end
     out_r:close()
     local port, copy = tonumber(out:match("port (%d+)")), tonumber(out:match("copy (%d+)"))
     lu.assertNotNil(port, "round " .. round .. ": " .. out)
-    local c = assert(fdpass.tcp_connect("127.0.0.1", port, 2))
-    lu.assertEquals(#fdpass.poll({ c }, nil, 10), 1, "round " .. round .. ": nobody served")
+    local c = assert(net.tcp_connect("127.0.0.1", port, 2))
+    lu.assertEquals(#loop.poll({ c }, nil, 10), 1, "round " .. round .. ": nobody served")
     lu.assertEquals(c:read(), ("served by %d\n"):format(copy), "round " .. round)
     c:close()
     local rep = reports(read_to_eof(err_r, 10))
@@ -631,7 +641,7 @@ T.test_old_dies_after_ready_new_copy_takes_over_20_of_20 = function()
 end
 
 T.test_channel_closes_after_ready_old_alive_new_copy_exits_1 = function()
-  local l, ch, proc, r = channel_closes_after_ready(fdpass.getpid())
+  local l, ch, proc, r = channel_closes_after_ready(fos.getpid())
   ch:close()
   H.expect_exit(proc, 1, 5)
   local text = read_to_eof(r)
@@ -641,7 +651,7 @@ T.test_channel_closes_after_ready_old_alive_new_copy_exits_1 = function()
 end
 
 T.test_abort_after_ready_new_copy_exits_1 = function()
-  local l, ch, proc, r = channel_closes_after_ready(fdpass.getpid())
+  local l, ch, proc, r = channel_closes_after_ready(fos.getpid())
   encode_send(ch, { t = "ABORT", reason = "changed my mind" })
   H.expect_exit(proc, 1, 5)
   ch:close()
@@ -669,7 +679,7 @@ local function get(c)
     end
     local left = deadline - now()
     if left <= 0 then lu.fail("no answer in time; got " .. ("%q"):format(buf)) end
-    fdpass.poll({ c }, nil, left)
+    loop.poll({ c }, nil, left)
     local data, msg, code = c:read()
     if not data and code ~= "EAGAIN" then lu.fail("the keep-alive connection broke: " .. msg) end
     buf = buf .. (data or "")
@@ -683,7 +693,7 @@ local function wait_gone(pid, timeout)
   local deadline = now() + (timeout or 5)
   while not gone_or_zombie(pid) do
     if now() > deadline then return false end
-    fdpass.poll({}, nil, 0.02)
+    loop.poll({}, nil, 0.02)
   end
   return true
 end
@@ -696,14 +706,14 @@ local function settled_stats(addr, fdcount)
   repeat
     stats = assert(upgrade.request(addr, "stats", 5))
     if stats.conns == 1 and (fdcount == nil or stats.fdcount == fdcount) then break end
-    fdpass.poll({}, nil, 0.02)
+    loop.poll({}, nil, 0.02)
   until now() > deadline
   return stats
 end
 
 T.test_http_server_upgrades_several_times_in_a_row = function()
-  local addr = ("@fdpass-spec-%d"):format(fdpass.getpid())
-  local r, w = assert(fdpass.pipe())
+  local addr = ("@fdpass-spec-%d"):format(fos.getpid())
+  local r, w = assert(fos.pipe())
   local first = assert(fdpass.spawn({ H.lua, "examples/http_server.lua", "0", addr }, { fds = { [2] = w } }))
   w:close()
   local pids = { first:pid() }
@@ -713,12 +723,12 @@ T.test_http_server_upgrades_several_times_in_a_row = function()
     local deadline = now() + 5
     repeat
       stats = upgrade.request(addr, "stats", 2)
-      if not stats then fdpass.poll({}, nil, 0.02) end
+      if not stats then loop.poll({}, nil, 0.02) end
     until stats or now() > deadline
     lu.assertNotNil(stats, "the server never answered on its control socket")
     lu.assertEquals({ stats.ok, stats.pid, stats.generation, stats.served },
       { true, first:pid(), 1, 0 })
-    conn = assert(fdpass.tcp_connect("127.0.0.1", stats.port, 2))
+    conn = assert(net.tcp_connect("127.0.0.1", stats.port, 2))
     lu.assertEquals({ get(conn) }, { first:pid(), 1, 1 })
     -- what a fresh start holds with one connection: every generation after
     -- it must hold the same (nothing left over from its handover)
@@ -736,7 +746,7 @@ T.test_http_server_upgrades_several_times_in_a_row = function()
       lu.assertEquals({ get(conn) }, { rep.new, gen, served + 1 })
       served = served + 1
       -- and so is a new connection
-      local fresh = assert(fdpass.tcp_connect("127.0.0.1", stats.port, 2))
+      local fresh = assert(net.tcp_connect("127.0.0.1", stats.port, 2))
       lu.assertEquals({ get(fresh) }, { rep.new, gen, served + 1 })
       fresh:close()
       served = served + 1
@@ -755,8 +765,8 @@ T.test_http_server_upgrades_several_times_in_a_row = function()
   -- the last generation (and any other still there) is stopped
   for i = #pids, 2, -1 do
     if not gone_or_zombie(pids[i]) then
-      fdpass.kill(pids[i], "TERM")
-      if not wait_gone(pids[i], 3) then fdpass.kill(pids[i], "KILL"); wait_gone(pids[i], 3) end
+      fos.kill(pids[i], "TERM")
+      if not wait_gone(pids[i], 3) then fos.kill(pids[i], "KILL"); wait_gone(pids[i], 3) end
     end
   end
   if first:kill(0) then first:kill("KILL") end
@@ -776,7 +786,7 @@ local RENDEZVOUS_COPY = "spec/upgrade/rendezvous_copy.lua"
 
 TestRendezvous = H.suite {
   test_strangers_are_turned_away_and_the_real_copy_takes_over = function()
-    local l = assert(fdpass.tcp_listen("127.0.0.1", 0))
+    local l = assert(net.tcp_listen("127.0.0.1", 0))
     local up = upgrade.new { argv = { H.lua, RENDEZVOUS_COPY }, rendezvous = true, timeouts = timeouts() }
     up:listener("http", l)
     local pid, info = up:run_upgrade()
@@ -787,7 +797,7 @@ TestRendezvous = H.suite {
   end,
 
   test_only_strangers_fail_in_hello_and_say_how_many_were_refused = function()
-    local l = assert(fdpass.tcp_listen("127.0.0.1", 0))
+    local l = assert(net.tcp_listen("127.0.0.1", 0))
     local up = upgrade.new { argv = { H.lua, RENDEZVOUS_COPY, "strangers-only" }, rendezvous = true,
       timeouts = timeouts { hello = 3 } }
     up:listener("http", l)

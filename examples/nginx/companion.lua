@@ -12,13 +12,16 @@
 -- usage: lua5.4 examples/nginx/companion.lua ADDR DIR
 --   ADDR "@name" (a Linux abstract name) or a path
 local fdpass = require "fdpass"
+local codec = require "fdpass.codec"
+local loop = require "fdpass.loop"
+local fos = require "fdpass.os"
 
 local addr, dir = arg[1], arg[2]
 if not (addr and dir) then
   io.stderr:write("usage: companion.lua ADDR DIR\n")
   os.exit(2)
 end
-local me = fdpass.getpid()
+local me = fos.getpid()
 local server = assert(fdpass.listen(addr))
 local MAX_DELAY, MAX_SIZE = 30, 8 * 1024 * 1024
 
@@ -27,7 +30,7 @@ local later = {}   -- { at =, run = function } in no particular order
 local writers = {} -- fd object -> { data =, pos = }: stream ends being filled
 
 local function reply(ch, msg, fd)
-  ch:send(fdpass.encode(msg), fd and { fd } or nil, 1)
+  ch:send(codec.encode(msg), fd and { fd } or nil, 1)
   if fd then fd:close() end
   ch:close()
 end
@@ -37,7 +40,7 @@ local function fail(ch, status, reason)
 end
 
 local function at(delay, fn)
-  later[#later + 1] = { at = fdpass.monotonic() + delay, run = fn }
+  later[#later + 1] = { at = fos.monotonic() + delay, run = fn }
 end
 
 local function handle(ch, req)
@@ -70,15 +73,15 @@ local function handle(ch, req)
 end
 
 while true do
-  local readers, out, wake = { server }, {}, fdpass.monotonic() + 1
+  local readers, out, wake = { server }, {}, fos.monotonic() + 1
   for ch, deadline in pairs(clients) do
     readers[#readers + 1] = ch
     wake = math.min(wake, deadline)
   end
   for _, job in ipairs(later) do wake = math.min(wake, job.at) end
   for w in pairs(writers) do out[#out + 1] = w end
-  local r, wr = fdpass.poll(readers, out, math.max(0, wake - fdpass.monotonic()))
-  local now = fdpass.monotonic()
+  local r, wr = loop.poll(readers, out, math.max(0, wake - fos.monotonic()))
+  local now = fos.monotonic()
 
   for _, x in ipairs(r) do
     if x == server then
@@ -91,7 +94,7 @@ while true do
       local data, _, code = x:recv(0)
       if data or code ~= "EAGAIN" then
         clients[x] = nil
-        if data then handle(x, fdpass.decode(data)) else x:close() end
+        if data then handle(x, codec.decode(data)) else x:close() end
       end
     end
   end

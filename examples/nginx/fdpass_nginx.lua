@@ -4,17 +4,20 @@
 -- A worker serves thousands of requests from one thread, so nothing here
 -- may block it. Every fdpass call is made with timeout 0 (it returns
 -- `nil, msg, "EAGAIN"` instead of waiting) and every wait goes through
--- fdpass.wait_readable / wait_writable with fdpass.waiter = ngx.sleep:
+-- fdpass.loop.wait_readable / wait_writable with fdpass.loop.waiter = ngx.sleep:
 -- they poll the descriptor without waiting and, while it is not ready,
 -- ngx.sleep a growing step (1 ms doubling to 16 ms) so the worker serves
 -- other requests meanwhile, all bounded by the request's deadline.
 -- (ngx_lua 0.10.23 cannot watch a foreign descriptor: cosockets only
 -- connect sockets of their own, and Debian's build has no ngx.pipe.)
 local fdpass = require "fdpass"
+local codec = require "fdpass.codec"
+local loop = require "fdpass.loop"
+local fos = require "fdpass.os"
 
-fdpass.waiter = ngx.sleep
+loop.waiter = ngx.sleep
 
-local now = fdpass.monotonic
+local now = fos.monotonic
 local M = {}
 
 -- ---- the client side of a Unix socket request ---------------------------
@@ -42,9 +45,9 @@ function M.call(addr, msg, timeout)
   -- A send that cannot finish stays queued in the channel: flush it as
   -- the socket drains.
   local ok
-  ok, err, code = ch:send(fdpass.encode(msg), nil, 0)
+  ok, err, code = ch:send(codec.encode(msg), nil, 0)
   while not ok and code == "EAGAIN" do
-    ok, err, code = fdpass.wait_writable(ch, left())
+    ok, err, code = loop.wait_writable(ch, left())
     if ok then ok, err, code = ch:flush(0) end
   end
   if not ok and code ~= "EPIPE" then ch:close(); return nil, err, code end
@@ -55,12 +58,12 @@ function M.call(addr, msg, timeout)
   while true do
     data, fds, code = ch:recv(0)
     if data or code ~= "EAGAIN" then break end
-    ok, err, code = fdpass.wait_readable(ch, left())
+    ok, err, code = loop.wait_readable(ch, left())
     if not ok then ch:close(); return nil, err, code end
   end
   ch:close()
   if not data then return nil, fds, code end -- fds is the message here
-  local answer, derr = fdpass.decode(data)
+  local answer, derr = codec.decode(data)
   if type(answer) ~= "table" then
     fdpass.close_all(fds)
     return nil, "answer: " .. tostring(derr), "EPROTO"
@@ -74,7 +77,7 @@ end
 function M.read_all(fd, deadline, max)
   local parts, size = {}, 0
   while true do
-    local ok, err, code = fdpass.wait_readable(fd, math.max(0, deadline - now()))
+    local ok, err, code = loop.wait_readable(fd, math.max(0, deadline - now()))
     if not ok then return nil, "read: " .. err, code end
     local data
     data, err, code = fd:read(65536)
@@ -143,7 +146,7 @@ end
 --- content_by_lua: the descriptors this worker holds, to check that
 -- requests leave none behind.
 function M.fdcount()
-  answer(200, fdpass.fdcount() .. "\n", { ["X-Worker-Pid"] = tostring(ngx.worker.pid()) })
+  answer(200, fos.fdcount() .. "\n", { ["X-Worker-Pid"] = tostring(ngx.worker.pid()) })
 end
 
 -- ---- upgrades of an app run with fdpass.upgrade, driven by a timer ----------
@@ -188,7 +191,7 @@ function M.upgrade_timer(opts)
       ngx.log(ngx.WARN, "fdpass: upgrade of ", opts.control, " failed in ", tostring(result.phase),
         ": ", tostring(result.reason))
     end
-    dict:set("result", fdpass.encode(result))
+    dict:set("result", codec.encode(result))
     dict:set("done", asked)
     dict:set("state", "idle")
     running = false
@@ -205,7 +208,7 @@ function M.upgrade_location(opts)
     local n = dict:incr("asked", 1, 0)
     return answer(202, "asked=" .. n .. "\n")
   end
-  local t = fdpass.decode(dict:get("result") or fdpass.encode({}))
+  local t = codec.decode(dict:get("result") or codec.encode({}))
   t.asked = nil
   local body = render(t)
   body = "asked=" .. (dict:get("asked") or 0) .. "\nstate=" .. (dict:get("state") or "idle") ..

@@ -8,13 +8,15 @@
 -- on; a notification is one datagram, with SCM_RIGHTS when descriptors go
 -- with it, to the AF_UNIX socket named by $NOTIFY_SOCKET (a path, or
 -- "@name" for an abstract one). The datagram is sent by
--- `fdpass.dgram_send`, from a socket made for that one message.
+-- `fdpass.net.dgram_send`, from a socket made for that one message.
 --
 -- Outside systemd nothing fails: `listen_fds()` returns empty lists and
 -- the notifications return `false` (nothing to send to), so one script runs
 -- both under a unit and from a shell.
 -- @module fdpass.systemd
 local fdpass = require "fdpass"
+local net = require "fdpass.net"
+local fos = require "fdpass.os"
 
 local M = {}
 
@@ -76,7 +78,7 @@ function M.listen_fds(opts)
   opts = opts or {}
   local pid_s, fds_s, names_s = os.getenv("LISTEN_PID"), os.getenv("LISTEN_FDS"), os.getenv("LISTEN_FDNAMES")
   if opts.unset_env ~= false then
-    for _, name in ipairs(ENV) do fdpass.setenv(name, nil) end
+    for _, name in ipairs(ENV) do fos.setenv(name, nil) end
   end
   local list, by_name = {}, {}
   if not pid_s or not fds_s then return list, by_name end -- not activated
@@ -84,7 +86,7 @@ function M.listen_fds(opts)
   if not pid or pid == 0 then
     return nil, ("listen_fds: LISTEN_PID=%q is not a pid"):format(pid_s), "EINVAL"
   end
-  if pid ~= fdpass.getpid() then return list, by_name end -- meant for the process that exec'd us
+  if pid ~= fos.getpid() then return list, by_name end -- meant for the process that exec'd us
   local n = parse_count(fds_s, MAX_FDS)
   if not n then
     return nil, ("listen_fds: LISTEN_FDS=%q is not a descriptor count"):format(fds_s), "EINVAL"
@@ -125,7 +127,7 @@ end
 
 --- CLOCK_MONOTONIC in microseconds, as MONOTONIC_USEC= carries it.
 function M.monotonic_usec()
-  return math.floor(fdpass.monotonic() * 1e6)
+  return math.floor(fos.monotonic() * 1e6)
 end
 
 -- A field's value on the wire: integers without a fraction on any Lua.
@@ -206,7 +208,7 @@ function M.notify(state, fds, opts)
   end
   local timeout = opts and opts.timeout
   if timeout == nil then timeout = NOTIFY_TIMEOUT end
-  local ok, err, code = fdpass.dgram_send(addr, msg, fds, timeout)
+  local ok, err, code = net.dgram_send(addr, msg, fds, timeout)
   if not ok then return nil, "notify: " .. err, code end
   return true
 end
@@ -268,7 +270,7 @@ function M.watchdog_interval()
   local usec = parse_count(os.getenv("WATCHDOG_USEC"), 1e15)
   if not usec or usec == 0 then return nil end
   local pid = os.getenv("WATCHDOG_PID")
-  if pid and parse_count(pid, 2147483647) ~= fdpass.getpid() then return nil end
+  if pid and parse_count(pid, 2147483647) ~= fos.getpid() then return nil end
   return usec / 1e6
 end
 

@@ -9,6 +9,7 @@ if not (flag and fdnum) then return end
 local f = io.open(flag, "r+")
 if not f then return end -- the attack is over: a normal copy
 local fdpass = require "fdpass"
+local loop = require "fdpass.loop"
 local fos = require "fdpass.os"
 f:write(tostring(fos.getpid()), "\n")
 f:close()
@@ -20,4 +21,4 @@ while fos.monotonic() < stop do
   io.stderr:write(junk, "\n")
   ch:write(junk)
 end
-while true do fdpass.poll({}, nil, 3600) end -- hangs
+while true do loop.poll({}, nil, 3600) end -- hangs

@@ -116,12 +116,12 @@ if mode == "burn" or mode == "burn_helper" then
   local x = 0
   while now() < stop_at do x = x + 1 end
   reap_helpers()
-  if mode == "burn" then fdpass.poll({}, nil, 5) end
+  if mode == "burn" then loop.poll({}, nil, 5) end
 elseif mode == "sleep" then
-  fdpass.poll({}, nil, seconds)
+  loop.poll({}, nil, seconds)
 elseif mode == "hang_closed_stderr" then
   fdpass.fd(2):close()
-  fdpass.poll({}, nil, seconds)
+  loop.poll({}, nil, seconds)
 elseif mode == "flood_helper" or mode == "flood_big_helper" then
   flood(fdpass.channel(3), mode == "flood_big_helper")
 elseif mode == "flood_big" then
@@ -141,7 +141,7 @@ elseif mode == "stderr" or mode == "stderr_helper" then
     if not w and code ~= "EAGAIN" and code ~= "EINTR" then break end
   end
   reap_helpers()
-  if mode == "stderr" then fdpass.poll({}, nil, 5) end
+  if mode == "stderr" then loop.poll({}, nil, 5) end
 elseif mode == "flood_hello" then
   local ch = channel()
   start_helpers("flood_helper", ch)

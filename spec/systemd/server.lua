@@ -8,12 +8,14 @@
 -- environment: SPEC_SYSTEMD = "off" (upgrade.new{systemd = false}) or
 --   "fdstore" ({fdstore = true}); SPEC_REFUSE_FILE: while that file exists,
 --   a new copy refuses the handover (its inherit hook says no).
-local fdpass = require "fdpass"
+local loop = require "fdpass.loop"
+local net = require "fdpass.net"
+local fos = require "fdpass.os"
 local upgrade = require "fdpass.upgrade"
 local systemd = require "fdpass.systemd"
 
 local control_addr = assert(arg[1], "usage: server.lua CONTROL_ADDR")
-local me = fdpass.getpid()
+local me = fos.getpid()
 local function log(msg) io.stderr:write(("[%d] %s\n"):format(me, msg)) end
 
 local mode = os.getenv("SPEC_SYSTEMD")
@@ -23,7 +25,7 @@ local http, port
 local up = upgrade.new { log = log, systemd = sd_opt, control = control_addr,
   timeouts = { hello = 10, handover = 5, ready = 5, commit = 5, kill = 1 },
   stats = function()
-    return { port = port, fdcount = fdpass.fdcount(), watchdog = systemd.watchdog_interval() or "none" }
+    return { port = port, fdcount = fos.fdcount(), watchdog = systemd.watchdog_interval() or "none" }
   end }
 
 local inherited = up:inherit {
@@ -45,7 +47,7 @@ else
   local activated = assert(up:systemd_listeners()) -- offers each to new copies itself
   http = activated.http and activated.http[1]
   if not http then
-    http = assert(fdpass.tcp_listen("127.0.0.1", 0))
+    http = assert(net.tcp_listen("127.0.0.1", 0))
     up:listener("http", http)
   end
 end
@@ -59,7 +61,7 @@ if not inherited then systemd.ready() end -- a new copy's READY=1 is up:inherit(
 port = tonumber(http:info().addr:match(":(%d+)$"))
 
 while true do
-  local r = fdpass.poll({ up, http }, nil, math.min(1, up:timeout() or 1))
+  local r = loop.poll({ up, http }, nil, math.min(1, up:timeout() or 1))
   repeat
     local ev = up:step()
     if ev == "upgraded" then
@@ -69,7 +71,7 @@ while true do
     end
   until not ev
   if #r > 0 then
-    local c = fdpass.accept(http)
+    local c = net.accept(http)
     if c then
       c:write(("%d %d\n"):format(me, up.generation))
       c:close()

@@ -6,6 +6,7 @@
 -- only afterwards, by the spec (its parent): the order a real exit has.
 -- usage: lua5.4 spec/upgrade/dying_old.lua
 local fdpass = require "fdpass"
+local fos = require "fdpass.os"
 local net = require "fdpass.net"
 local codec = require "fdpass.codec"
 
@@ -23,7 +24,7 @@ local function recv()
   return codec.decode(data)
 end
 assert(recv().t == "HELLO")
-send({ t = "WELCOME", version = 1, generation = 7, pid = fdpass.getpid() }, { 2 })
+send({ t = "WELCOME", version = 1, generation = 7, pid = fos.getpid() }, { 2 })
 local i = fdpass.info(l)
 send({ t = "FDS", names = { "good" }, ids = { { kind = i.kind, family = i.family, socktype = i.socktype,
   listening = i.listening, addr = i.addr } } }, { l })

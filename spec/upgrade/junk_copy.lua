@@ -61,4 +61,4 @@ flood(ch)
 for _, p in ipairs(helpers) do
   if not p:wait(2) then p:kill("KILL"); p:wait() end
 end
-fdpass.poll({}, nil, 5) -- until the old side stops us
+loop.poll({}, nil, 5) -- until the old side stops us

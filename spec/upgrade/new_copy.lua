@@ -13,7 +13,9 @@
 --   final_fds N      descriptors held after DONE, beyond startup
 -- usage: lua5.4 spec/upgrade/new_copy.lua MODE [serve]
 --   MODE: ok | exit5 | nak | raise | hang | slow (the hook takes 0.3 s)
-local fdpass = require "fdpass"
+local loop = require "fdpass.loop"
+local net = require "fdpass.net"
+local fos = require "fdpass.os"
 local upgrade = require "fdpass.upgrade"
 
 local mode, serve = arg[1] or "ok", arg[2] == "serve"
@@ -36,8 +38,8 @@ local up = upgrade.new {
 }
 collectgarbage("stop") -- descriptors are counted without the collector: one it
 -- would close is one fdpass.upgrade left behind
-local base = fdpass.fdcount() -- 0, 1, 2, the channel on 3 and the upgrader's epoll
-report("pid", fdpass.getpid())
+local base = fos.fdcount() -- 0, 1, 2, the channel on 3 and the upgrader's epoll
+report("pid", fos.getpid())
 
 local function names(list)
   table.sort(list)
@@ -50,7 +52,7 @@ local function describe(got)
     claimed[#claimed + 1] = name
     n = n + #fds
   end
-  report("hook_fds", fdpass.fdcount() - base)
+  report("hook_fds", fos.fdcount() - base)
   report("claimed_fds", n)
   report("claimed", names(claimed))
   report("unclaimed", names({ (table.unpack or unpack)(got.unclaimed) })) -- luacheck: read globals table.unpack unpack
@@ -62,8 +64,8 @@ local hooks = {
   exit5 = function() report("inherit", "exits 5"); os.exit(5) end,
   nak = function() return nil, "bad config" end,
   raise = function() error("kaboom in the hook") end,
-  hang = function() report("inherit", "hangs"); fdpass.poll({}, nil, 10); return true end,
-  slow = function(got) describe(got); fdpass.poll({}, nil, 0.3); return true end,
+  hang = function() report("inherit", "hangs"); loop.poll({}, nil, 10); return true end,
+  slow = function(got) describe(got); loop.poll({}, nil, 0.3); return true end,
 }
 assert(hooks[mode], "unknown mode " .. tostring(mode))
 
@@ -72,18 +74,18 @@ if not inherited then
   report("fresh", "start")
   os.exit(0)
 end
-report("after_fds", fdpass.fdcount() - base)
+report("after_fds", fos.fdcount() - base)
 if serve then
   local l = assert(inherited.listeners.good and inherited.listeners.good[1], "no listener good")
-  assert(#fdpass.poll({ l }, nil, 5) == 1, "nobody connected")
-  local c = assert(fdpass.accept(l))
-  c:write(("served by %d\n"):format(fdpass.getpid()))
+  assert(#loop.poll({ l }, nil, 5) == 1, "nobody connected")
+  local c = assert(net.accept(l))
+  c:write(("served by %d\n"):format(fos.getpid()))
   c:close()
-  report("served", fdpass.getpid())
+  report("served", fos.getpid())
 end
 -- live connections from the old side until DONE (or its end closes)
-local deadline, finished = fdpass.monotonic() + 5, false
-while not finished and fdpass.monotonic() < deadline do
+local deadline, finished = fos.monotonic() + 5, false
+while not finished and fos.monotonic() < deadline do
   local ev, got = up:step()
   if ev == "connection" then
     report("conn", ("%s %q"):format(got.name, got.buffered))
@@ -93,8 +95,8 @@ while not finished and fdpass.monotonic() < deadline do
   elseif ev == "done" then
     finished = true
   elseif not ev then
-    fdpass.poll({ up }, nil, up:timeout() or 0.5)
+    loop.poll({ up }, nil, up:timeout() or 0.5)
   end
 end
-report("final_fds", fdpass.fdcount() - base)
+report("final_fds", fos.fdcount() - base)
 os.exit(0)

@@ -7,17 +7,21 @@
 -- Reports on stderr: "pid N", "stranger KIND EXIT", "joined yes"; exits 1
 -- if a stranger was let in.
 local fdpass = require "fdpass"
+local loop = require "fdpass.loop"
+local fos = require "fdpass.os"
 local upgrade = require "fdpass.upgrade"
 local other_uid = require "other_uid"
 
 local function report(k, v) io.stderr:write(("%s %s\n"):format(k, tostring(v))) end
-report("pid", fdpass.getpid())
+report("pid", fos.getpid())
 
 local lua = os.getenv("FDPASS_LUA") or "lua5.4"
 local STRANGER = [[
+local codec = require "fdpass.codec"
+local fos = require "fdpass.os"
   local fdpass = require "fdpass"
   local ch = assert(fdpass.connect(os.getenv("FDPASS_UPGRADE_ADDR"), 5))
-  ch:send(fdpass.encode { t = "HELLO", versions = { 1 }, pid = fdpass.getpid(),
+  ch:send(codec.encode { t = "HELLO", versions = { 1 }, pid = fos.getpid(),
     token = os.getenv("FDPASS_UPGRADE_TOKEN") }, nil, 5)
   local data = ch:recv(5)
   os.exit(data and 1 or 0)
@@ -43,17 +47,17 @@ for _, s in ipairs(strangers) do
 end
 other_uid.cleanup()
 if arg[1] == "strangers-only" then
-  fdpass.poll({}, nil, 30) -- the old side gives up first
+  loop.poll({}, nil, 30) -- the old side gives up first
   os.exit(0)
 end
 
 local up = upgrade.new { argv = { "unused" }, timeouts = { handover = 5, commit = 5 } }
 local inherited = up:inherit { inherit = function(got) return got.listeners.http ~= nil end }
 report("joined", inherited and "yes" or "no")
-local deadline = fdpass.monotonic() + 10
-while fdpass.monotonic() < deadline do
+local deadline = fos.monotonic() + 10
+while fos.monotonic() < deadline do
   local ev = up:step()
   if ev == "done" then break end
-  if not ev then fdpass.poll({ up }, nil, up:timeout() or 1) end
+  if not ev then loop.poll({ up }, nil, up:timeout() or 1) end
 end
 os.exit(let_in == 0 and 0 or 1) -- 1: a stranger got in

@@ -65,6 +65,7 @@ function Server:accept()
     local fd = net.accept(self.listener)
     if not fd then return end
     local ch = fdpass.channel(fd)
+    if not ch then fd:close(); return end -- out of memory: the client is let go, not leaked
     ch:limits { max_payload = 4096, max_fds = 1 }
     local _, uid = ch:peercred()
     if (uid ~= self.uid and uid ~= 0) or self.nclients >= MAX_CLIENTS then
