@@ -46,7 +46,13 @@ function M.check(opts, level)
     error("fdpass.upgrade.new: option 'signal' must be a signal name, a list of them or false", level)
   end
   local c = opts.control
-  if c ~= nil and type(c) ~= "string" then fdpass.info(c) end -- raises now if no descriptor
+  if c ~= nil and type(c) ~= "string" then -- raises now if no descriptor, naming the option
+    local ok, err = pcall(fdpass.info, c)
+    if not ok then
+      error(("fdpass.upgrade.new: option 'control' must be an address or a listening socket: %s")
+        :format(tostring(err):gsub("^.-: ", "", 1)), level)
+    end
+  end
   return opts
 end
 
