@@ -33,6 +33,11 @@ echo "check-dist: luarocks lint clean on both rockspecs; md5 $md5 matches"
 # What every module of the rock is called, from the rockspec itself.
 mods=$(sed -n 's/^ *\[\{0,1\}"\{0,1\}\([a-z_.]*\)"\{0,1\}\]\{0,1\} = [{"].*/\1/p' "$rockspec" | grep '^fdpass' | tr '\n' ' ')
 [ -n "$mods" ] || fail "no module found in $rockspec"
+# The adapters need their stack (cqueues, lua-http, copas, luv), which is
+# no part of the rock: they load in a second step, with the system's paths
+# after the tree's; a stack this Lua lacks is named, anything else fails.
+adapters=$(echo "$mods" | tr ' ' '\n' | grep '^fdpass\.adapters\.' | tr '\n' ' ')
+mods=$(echo "$mods" | tr ' ' '\n' | grep -v '^fdpass\.adapters\.' | tr '\n' ' ')
 
 # luarocks and lua for one entry of LUAS; sets abi, lua, extra
 pick() {
@@ -54,8 +59,19 @@ try_tree() { # tree label
     local data, fds = assert(b:recv(2))
     assert(data == "x" and #fds == 1)
     fds[1]:close(); r:close(); a:close(); b:close()
-    io.write(fdpass._VERSION, " ", (package.searchpath and package.searchpath("fdpass.core", package.cpath)) or "", "\n")') ||
+    io.write(fdpass._VERSION, " ", (package.searchpath and package.searchpath("fdpass.core", package.cpath)) or "")') ||
     fail "$2: require \"fdpass\" from / failed"
+  (cd / && env "LUA_PATH_$sfx=$lpath;;" "LUA_CPATH_$sfx=$cpath;;" LUA_PATH="$lpath;;" LUA_CPATH="$cpath;;" \
+    FDPASS_MODULES="$adapters" "$lua" -e '
+    local lacks = {}
+    for m in os.getenv("FDPASS_MODULES"):gmatch("%S+") do
+      local ok, err = pcall(require, m)
+      local missing = not ok and tostring(err):match("module .([%w_.]+). not found")
+      if not ok and not (missing and not missing:find("^fdpass")) then error(m .. ": " .. tostring(err), 0) end
+      if missing then lacks[#lacks + 1] = m:match("[^.]+$") .. " (no " .. missing .. ")" end
+    end
+    io.write(#lacks > 0 and "; adapters without their stack here: " .. table.concat(lacks, ", ") or "; every adapter loads", "\n")') ||
+    fail "$2: an adapter failed to load from the tree"
 }
 
 n=0
