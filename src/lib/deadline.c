@@ -6,7 +6,8 @@
 #include <unistd.h>
 #include "internal.h"
 
-static int64_t now_ms(void)
+/* The library's one clock: monotonic milliseconds. */
+int64_t deadline_now_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -17,7 +18,7 @@ deadline deadline_from(int timeout_ms)
 {
     deadline d = { timeout_ms < 0 ? -1 : timeout_ms == 0 ? 0 : 1, 0 };
     if (d.mode > 0)
-        d.at_ms = now_ms() + timeout_ms;
+        d.at_ms = deadline_now_ms() + timeout_ms;
     return d;
 }
 
@@ -35,7 +36,7 @@ int deadline_wait(const deadline *d, int fd, short events)
     for (;;) {
         int wait = -1;
         if (d->mode == 1) {
-            int64_t left = d->at_ms - now_ms();
+            int64_t left = d->at_ms - deadline_now_ms();
             if (left <= 0)
                 return -ETIMEDOUT;
             wait = left > 0x7fffffff ? 0x7fffffff : (int)left;

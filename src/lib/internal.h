@@ -16,6 +16,8 @@ typedef struct deadline {
 
 #define DEADLINE_FOREVER 2
 deadline deadline_from(int timeout_ms);
+/* Monotonic milliseconds: the one clock every deadline reads. */
+int64_t deadline_now_ms(void);
 /* Waits for `events` on fd until the deadline. 0 when ready, -EAGAIN when
  * the deadline is "never wait", -ETIMEDOUT when it passed. */
 int deadline_wait(const deadline *d, int fd, short events);

@@ -95,13 +95,6 @@ int fdpass_spawn(pid_t *pid, const char *file, char *const argv[],
     return -r;
 }
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 int fdpass_wait(pid_t pid, int timeout_ms, int *status)
 {
     int st = 0;
@@ -117,14 +110,14 @@ int fdpass_wait(pid_t pid, int timeout_ms, int *status)
         int pfd = (int)syscall(SYS_pidfd_open, pid, 0);
         if (pfd < 0 && errno != ENOSYS) /* no such process: not a child to wait for, as waitpid says */
             return errno == ESRCH ? -ECHILD : -errno;
-        int64_t until = now_ms() + timeout_ms, nap = 1;
+        int64_t until = deadline_now_ms() + timeout_ms, nap = 1;
         for (;;) {
             r = waitpid(pid, &st, WNOHANG);
             if (r < 0 && errno == EINTR)
                 continue;
             if (r != 0)
                 break;
-            int64_t left = until - now_ms();
+            int64_t left = until - deadline_now_ms();
             if (left <= 0) {
                 if (pfd >= 0)
                     close(pfd);
