@@ -144,7 +144,7 @@ TestCli = H.suite {
     code = run(control, "--frobnicate")
     lu.assertEquals(code, 2)
     -- wrong usage is an error: the usage goes to stderr, nothing to stdout
-    local out, err
+    local err
     code, out, err = run_split("--frobnicate")
     lu.assertEquals(code, 2)
     lu.assertEquals(out, "")
