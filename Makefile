@@ -186,6 +186,8 @@ test-san: deps
 # ---- install. Every Lua file under lua/ (subdirectories too: a new
 # module is installed without an edit here), every script in bin/. The
 # rockspec must list the same modules: `make lint-install` checks it.
+# A script's #! line is rewritten to the Lua it was installed for: bin/ says
+# lua5.4, which cannot load a core.so built for LUA_VERSION=5.1 or jit.
 LUA_FILES = $$(cd lua && find . -type f -name '*.lua' | sed 's|^\./||' | sort)
 BIN_FILES = $$(cd bin && find . -maxdepth 1 -type f | sed 's|^\./||' | sort)
 install: $(SHLIB) $(STLIB) $(PCFILE) $(CORE_SO)
@@ -200,8 +202,9 @@ install: $(SHLIB) $(STLIB) $(PCFILE) $(CORE_SO)
 	@for f in $(LUA_FILES); do echo "install -D -m 644 lua/$$f $(DESTDIR)$(LUA_LMOD)/$$f"; \
 	  install -D -m 644 "lua/$$f" "$(DESTDIR)$(LUA_LMOD)/$$f" || exit 1; done
 	install -m 755 $(CORE_SO) $(DESTDIR)$(LUA_CMOD)/fdpass/
-	@for f in $(BIN_FILES); do echo "install -m 755 bin/$$f $(DESTDIR)$(BINDIR)/"; \
-	  install -m 755 "bin/$$f" "$(DESTDIR)$(BINDIR)/" || exit 1; done
+	@for f in $(BIN_FILES); do d="$(DESTDIR)$(BINDIR)/$$f"; \
+	  echo "sed '1s|^#!.*|#!/usr/bin/env $(notdir $(LUA))|' bin/$$f > $$d; chmod 755 $$d"; \
+	  rm -f "$$d" && sed '1s|^#!.*|#!/usr/bin/env $(notdir $(LUA))|' "bin/$$f" > "$$d" && chmod 755 "$$d" || exit 1; done
 
 # Removes what `make install` put (the fdpass/ module directories are
 # fdpass's own: whatever is in them goes), and no directory it did not make.

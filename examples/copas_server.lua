@@ -1,10 +1,13 @@
--- A copas keep-alive HTTP server that upgrades itself with fdpass: on
--- SIGHUP or `bin/fdpass-upgrade CONTROL_ADDR` a new copy takes over its
--- listener, its counter and its keep-alive connections. UPGRADE_MODE=drain:
--- they are closed politely instead (idle ones after UPGRADE_DRAIN seconds).
+-- A copas keep-alive HTTP server: every answer names the serving pid and
+-- counts the requests served. copas_plain.lua is the plain server;
+-- copas_server.lua is the same server upgrading itself with fdpass: on SIGHUP
+-- or `bin/fdpass-upgrade CONTROL_ADDR` a new copy takes over its listener,
+-- its counter and its keep-alive connections. UPGRADE_MODE=drain: they are
+-- closed politely instead (idle ones after UPGRADE_DRAIN seconds).
 -- `diff copas_plain.lua copas_server.lua` shows what it takes.
 --
--- usage: lua5.1 examples/copas_server.lua PORT CONTROL_ADDR [PIDFILE]
+-- usage: lua5.1 examples/copas_plain.lua PORT
+--        lua5.1 examples/copas_server.lua PORT CONTROL_ADDR [PIDFILE]
 local copas = require "copas"
 local socket = require "socket"
 

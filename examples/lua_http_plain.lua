@@ -1,8 +1,13 @@
--- A plain lua-http keep-alive server: every answer names the serving pid
--- and counts the requests served. Compare with lua_http_server.lua, the
--- same server upgrading itself with fdpass (`diff` them).
+-- A lua-http keep-alive HTTP server: every answer names the serving pid and
+-- counts the requests served. lua_http_plain.lua is the plain server;
+-- lua_http_server.lua is the same server upgrading itself with fdpass: on
+-- SIGHUP or `bin/fdpass-upgrade CONTROL_ADDR` a new copy takes over its
+-- listener, its counter and its keep-alive connections. UPGRADE_MODE=drain:
+-- they are closed politely instead (idle ones after UPGRADE_DRAIN seconds).
+-- `diff lua_http_plain.lua lua_http_server.lua` shows what it takes.
 --
 -- usage: lua5.1 examples/lua_http_plain.lua PORT
+--        lua5.1 examples/lua_http_server.lua PORT CONTROL_ADDR [PIDFILE]
 local http_server = require "http.server"
 local http_headers = require "http.headers"
 

@@ -1,10 +1,13 @@
--- A luv (libuv) keep-alive HTTP server that upgrades itself with fdpass: on
--- SIGHUP or `bin/fdpass-upgrade CONTROL_ADDR` a new copy takes over its
--- listener, its counter and its keep-alive connections. UPGRADE_MODE=drain:
--- they are closed politely instead (idle ones after UPGRADE_DRAIN seconds).
+-- A luv (libuv) keep-alive HTTP server: every answer names the serving pid
+-- and counts the requests served. luv_plain.lua is the plain server;
+-- luv_server.lua is the same server upgrading itself with fdpass: on SIGHUP
+-- or `bin/fdpass-upgrade CONTROL_ADDR` a new copy takes over its listener,
+-- its counter and its keep-alive connections. UPGRADE_MODE=drain: they are
+-- closed politely instead (idle ones after UPGRADE_DRAIN seconds).
 -- `diff luv_plain.lua luv_server.lua` shows what it takes.
 --
--- usage: lua5.4 examples/luv_server.lua PORT CONTROL_ADDR [PIDFILE]
+-- usage: lua5.4 examples/luv_plain.lua PORT
+--        lua5.4 examples/luv_server.lua PORT CONTROL_ADDR [PIDFILE]
 local uv = require "luv"
 
 local port = assert(tonumber(arg[1]), "usage: " .. arg[0] .. " PORT [CONTROL_ADDR [PIDFILE]]")

@@ -19,10 +19,7 @@ local function write(path, text)
 end
 
 -- Runs the command and returns its exit code and everything it printed.
-local function run(...)
-  local r, w = assert(fos.pipe())
-  local p = assert(fdpass.spawn({ H.lua, "bin/fdpass-upgrade", ... }, { fds = { [1] = w, [2] = w } }))
-  w:close()
+local function drain(r)
   local out = {}
   while true do
     local data = r:read(4096)
@@ -30,9 +27,33 @@ local function run(...)
     out[#out + 1] = data
   end
   r:close()
+  return table.concat(out)
+end
+
+-- Runs the command and returns its exit code, what it wrote to stdout and
+-- what to stderr. Both pipes are read in turn: the CLI writes a few lines
+-- at most, far below a pipe's buffer, so neither write can block.
+local function run_split(...)
+  local r1, w1 = assert(fos.pipe())
+  local r2, w2 = assert(fos.pipe())
+  local p = assert(fdpass.spawn({ H.lua, "bin/fdpass-upgrade", ... }, { fds = { [1] = w1, [2] = w2 } }))
+  w1:close()
+  w2:close()
+  local out, err = drain(r1), drain(r2)
   local how, code = p:wait(30)
   lu.assertEquals(how, "exit")
-  return code, table.concat(out)
+  return code, out, err
+end
+
+-- Runs the command and returns its exit code and everything it printed.
+local function run(...)
+  local r, w = assert(fos.pipe())
+  local p = assert(fdpass.spawn({ H.lua, "bin/fdpass-upgrade", ... }, { fds = { [1] = w, [2] = w } }))
+  w:close()
+  local out = drain(r)
+  local how, code = p:wait(30)
+  lu.assertEquals(how, "exit")
+  return code, out
 end
 
 local function http_get(port)
@@ -122,6 +143,34 @@ TestCli = H.suite {
     lu.assertStrContains(out, "usage: fdpass-upgrade ADDR")
     code = run(control, "--frobnicate")
     lu.assertEquals(code, 2)
+    -- wrong usage is an error: the usage goes to stderr, nothing to stdout
+    local err
+    code, out, err = run_split("--frobnicate")
+    lu.assertEquals(code, 2)
+    lu.assertEquals(out, "")
+    lu.assertStrContains(err, "usage: fdpass-upgrade ADDR")
+  end,
+
+  test_help_prints_usage_to_stdout_and_exits_0 = function()
+    for _, flag in ipairs { "--help", "-h" } do
+      local code, out, err = run_split(flag)
+      lu.assertEquals(code, 0, flag)
+      lu.assertStrContains(out, "usage: fdpass-upgrade ADDR", false, flag)
+      lu.assertEquals(err, "", flag)
+    end
+  end,
+
+  test_a_bare_name_that_is_no_file_hints_at_the_abstract_form = function()
+    local name = ("fdpass-cli-spec-no-such-%d"):format(fos.getpid())
+    local code, out = run(name)
+    lu.assertEquals(code, 2, out)
+    lu.assertStrContains(out, "fdpass-upgrade: connect " .. name .. ": No such file or directory")
+    lu.assertStrContains(out, "(an abstract name needs a leading @: try @" .. name .. ")")
+    -- a path that names no file gets no such hint: it was meant as a path
+    code, out = run("./" .. name)
+    lu.assertEquals(code, 2, out)
+    lu.assertStrContains(out, "No such file or directory")
+    lu.assertNotStrContains(out, "abstract")
   end,
 }
 

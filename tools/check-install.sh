@@ -86,6 +86,25 @@ sfx=$(echo "$abi" | tr . _) lpath="$(dirname "$lmod")/?.lua" cpath="$(dirname "$
   print("check-install: " .. _VERSION .. ": require \"fdpass\" " .. fdpass._VERSION .. " from the install")') ||
   fail "the installed Lua modules do not load"
 
+# The CLI, run through its own #! line: it names the Lua of LUA_VERSION
+# (bin/ says lua5.4) and loads the installed modules. --help needs no
+# module; asking an address nobody listens on needs them all, and must fail
+# as a missing server (exit 2), not as a module that does not load.
+cli=$(find "$dest" -path '*/bin/fdpass-upgrade')
+[ -n "$cli" ] || fail "no fdpass-upgrade installed"
+[ "$(head -n 1 "$cli")" = "#!/usr/bin/env $lua" ] || fail "fdpass-upgrade starts with $(head -n 1 "$cli"), not #!/usr/bin/env $lua"
+[ -x "$cli" ] || fail "fdpass-upgrade is not executable"
+run_cli() { (cd / && env "LUA_PATH_$sfx=$lpath" "LUA_CPATH_$sfx=$cpath" LUA_PATH="$lpath" LUA_CPATH="$cpath" "$cli" "$@"); }
+out=$(run_cli --help) || fail "fdpass-upgrade --help failed: $out"
+case "$out" in "usage: fdpass-upgrade ADDR"*) ;; *) fail "fdpass-upgrade --help printed: $out" ;; esac
+rc=0
+out=$(run_cli "@fdpass-check-install-nobody-$$" 2>&1) || rc=$?
+case "$rc:$out" in
+  "2:fdpass-upgrade: connect @fdpass-check-install-nobody-$$: Connection refused") ;;
+  *) fail "fdpass-upgrade with the installed modules (exit $rc): $out" ;;
+esac
+echo "check-install: ${cli#"$dest"}: $(head -n 1 "$cli"), --help and a request with the installed modules"
+
 m uninstall > "$tmp/uninstall.log" 2>&1 || { cat "$tmp/uninstall.log" >&2; fail "make uninstall failed"; }
 left=$(find "$dest" ! -type d)
 [ -z "$left" ] || fail "make uninstall left: $left"
