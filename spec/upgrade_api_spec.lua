@@ -62,7 +62,8 @@ T.test_unknown_options_raise_naming_the_key = function()
   raises({ argv = { "x" }, control = {} }, "option 'control' must be an address or a listening socket")
   local a, b = assert(fdpass.socketpair())
   a:close()
-  raises({ argv = { "x" }, control = a }, "option 'control' must be an address or a listening socket: attempt to use a closed")
+  raises({ argv = { "x" }, control = a },
+    "option 'control' must be an address or a listening socket: attempt to use a closed")
   b:close()
   local up = upgrade.new { argv = { "x" } }
   local ok, err = pcall(up.listener, up, "http", 12345678)
