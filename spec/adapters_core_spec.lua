@@ -3,13 +3,70 @@
 -- load check the same end to end: spec/adapters_*_spec.lua).
 local lu = require "luaunit"
 local H = require "helpers"
+local fdpass = require "fdpass"
+local fos = require "fdpass.os"
 local core = require "fdpass.adapters.core"
+
+-- The stack adapters this Lua has (copas and lua-http: 5.1 and LuaJIT).
+local STACKS = {}
+for _, name in ipairs { "copas", "http", "cqueues", "luv" } do
+  local ok, mod = pcall(require, "fdpass.adapters." .. name)
+  if ok then STACKS[name] = mod end
+end
+STACKS.core = core
+
+local function sigblk()
+  local f = assert(io.open("/proc/self/status"))
+  local s = f:read("*a")
+  f:close()
+  return s:match("\nSigBlk:%s*(%x+)")
+end
 
 local function raises(pattern, fn)
   local ok, err = pcall(fn)
   lu.assertFalse(ok, "did not raise")
   lu.assertStrContains(tostring(err), pattern)
 end
+
+local T = {}
+
+-- A control address in use is the world's failure: every adapter's new()
+-- returns nil, msg, "EADDRINUSE", with nothing left open or blocked.
+for name, mod in pairs(STACKS) do
+  T["test_" .. name .. "_new_with_a_busy_control_address_returns_the_failure"] = function()
+    local addr = "@fdpass-busy-" .. name .. "-" .. fos.getpid()
+    local busy = assert(fdpass.listen(addr))
+    collectgarbage()
+    collectgarbage("stop")
+    local fds, blk = fos.fdcount(), sigblk()
+    local got, msg, code = mod.new { control = addr, argv = { "x" } }
+    local after_fds, after_blk = fos.fdcount(), sigblk()
+    collectgarbage("restart")
+    busy:close()
+    lu.assertNil(got)
+    lu.assertStrContains(tostring(msg), "Address already in use")
+    lu.assertEquals(code, "EADDRINUSE")
+    lu.assertEquals(after_fds, fds)
+    lu.assertEquals(after_blk, blk)
+  end
+
+  -- A misspelt key or a bad mode names the adapter's own new() and the
+  -- app's line (this file), not core.lua's.
+  T["test_" .. name .. "_new_typos_raise_naming_the_adapter_at_the_callers_line"] = function()
+    local who = "fdpass.adapters." .. name .. ".new"
+    local function raises_here(opts, want)
+      local ok, err = pcall(function() mod.new(opts) end)
+      lu.assertFalse(ok, "accepted " .. want)
+      lu.assertStrContains(tostring(err), who .. ": " .. want)
+      lu.assertStrContains(tostring(err), "adapters_core_spec.lua:")
+    end
+    raises_here({ contrl = "@x", signal = false }, "unknown option 'contrl'")
+    raises_here({ mode = "bogus", signal = false }, "bad option 'mode'")
+    raises_here({ timeouts = { helo = 1 }, signal = false }, "unknown option 'timeouts.helo'")
+  end
+end
+
+TestAdaptersErrors = H.suite(T)
 
 TestAdaptersCore = H.suite {
   test_bad_options_raise_naming_the_option = function()

@@ -551,6 +551,28 @@ report { ok = ok, refused = refused, raised = raised, came = came }
   lu.assertEquals(report.came, "through the store\n")
 end
 
+-- A misspelt option raises, naming the function, the key and the caller's
+-- line (this file), before anything is read or sent.
+T.test_misspelt_options_raise_naming_the_function_and_the_key = function()
+  local systemd = require "fdpass.systemd"
+  local function raises(want, fn, ...)
+    local ok, err = pcall(fn, ...)
+    lu.assertFalse(ok, "accepted: " .. want)
+    lu.assertStrContains(tostring(err), want)
+    lu.assertStrContains(tostring(err), "systemd_spec.lua:")
+  end
+  raises("fdpass.systemd.notify: unknown option 'timout'",
+    function() systemd.notify("READY=1", nil, { timout = 1 }) end)
+  raises("fdpass.systemd.ready: unknown option 'timout'", function() systemd.ready(nil, { timout = 1 }) end)
+  raises("fdpass.systemd.watchdog: unknown option 'timout'", function() systemd.watchdog({ timout = 1 }) end)
+  raises("fdpass.systemd.listen_fds: unknown option 'cloexc'", function() systemd.listen_fds({ cloexc = false }) end)
+  raises("fdpass.systemd.mainpid: unknown option 'redy'", function() systemd.mainpid(1, { redy = true }) end)
+  raises("fdpass.systemd.fdstore: unknown option 'pol'", function() systemd.fdstore("web", { 0 }, { pol = false }) end)
+  raises("fdpass.systemd.status: option 'timeout' must be a number",
+    function() systemd.status("x", { timeout = "1" }) end)
+  raises("fdpass.systemd.stopping: options must be a table", function() systemd.stopping(nil, 5) end)
+end
+
 T.test_outside_systemd_notify_is_false_and_a_missing_manager_is_an_error = function()
   local dead = DIR .. "/" .. unique("dead")
   local s = assert(net.dgram_bind(dead))

@@ -75,6 +75,51 @@ T.test_unknown_options_raise_naming_the_key = function()
   up:close()
 end
 
+local function sigblk() -- read whole and closed: io.lines left early stays open on 5.1
+  return read_file("/proc/self/status"):match("\nSigBlk:%s*(%x+)")
+end
+
+-- What raises (no argv to be found, a bad signal name) is found before any
+-- descriptor is taken: nothing open, no signal left blocked.
+T.test_new_that_raises_takes_nothing = function()
+  collectgarbage()
+  collectgarbage("stop")
+  local fds, blk = fos.fdcount(), sigblk()
+  local saved = _G.arg
+  _G.arg = nil
+  local ok, err = pcall(upgrade.new, { signal = "HUP" })
+  _G.arg = saved
+  lu.assertFalse(ok)
+  lu.assertStrContains(tostring(err), "pass argv")
+  ok, err = pcall(upgrade.new, { argv = { "x" }, signal = "NOPE" })
+  lu.assertFalse(ok)
+  lu.assertStrContains(tostring(err), "NOPE")
+  lu.assertEquals(fos.fdcount(), fds)
+  lu.assertEquals(sigblk(), blk)
+  collectgarbage("restart")
+end
+
+-- A control address in use: inherit() says so (nil, msg, code), holds no
+-- control socket, and close() gives back every descriptor and the mask.
+T.test_inherit_with_a_busy_control_address_returns_the_failure = function()
+  local addr = "@fdpass-busy-" .. fos.getpid()
+  local busy = assert(fdpass.listen(addr))
+  collectgarbage()
+  collectgarbage("stop")
+  local fds, blk = fos.fdcount(), sigblk()
+  local up = assert(upgrade.new { argv = { "x" }, control = addr, signal = "WINCH" })
+  lu.assertNotEquals(sigblk(), blk) -- WINCH taken (no other spec takes it)
+  local got, msg, code = up:inherit()
+  lu.assertNil(got)
+  lu.assertStrContains(tostring(msg), "Address already in use")
+  lu.assertEquals(code, "EADDRINUSE")
+  up:close()
+  lu.assertEquals(fos.fdcount(), fds)
+  lu.assertEquals(sigblk(), blk)
+  collectgarbage("restart")
+  busy:close()
+end
+
 T.test_listen_creates_on_a_fresh_start_and_close_releases_everything = function()
   collectgarbage()
   collectgarbage("stop")

@@ -26,10 +26,19 @@ M.kill = core.kill
 -- returns an fd object that polls readable when one arrives (signalfd).
 -- When the descriptor cannot be made (`EMFILE`), the signal mask is left
 -- as it was. SIGKILL and SIGSTOP cannot be caught: asking for them raises.
+-- Closing the descriptor leaves the mask alone: `unblock(newly)` gives
+-- back what this call blocked.
 -- @function signals
 -- @tparam table names
--- @return fd object
+-- @return fd object, and `newly`: the names this call blocked (those not
+--   blocked before)
 M.signals = core.signals
+
+--- Unblocks the signals named (`signals`' second result, given back).
+-- @function unblock
+-- @tparam table names
+-- @return true
+M.unblock = core.unblock
 
 --- The name of the next signal of a `signals` descriptor ("HUP").
 -- @function readsignal

@@ -48,6 +48,26 @@ local function split_names(s)
   return t
 end
 
+-- Option tables: a misspelt key raises (naming the function and the key)
+-- instead of being ignored. Called straight from the public function, so
+-- level 3 is its caller's line.
+local function check_opts(opts, allowed, fn)
+  if opts == nil then return {} end
+  if type(opts) ~= "table" then
+    error(("fdpass.systemd.%s: options must be a table, got %s"):format(fn, type(opts)), 3)
+  end
+  for k, v in pairs(opts) do
+    local want = allowed[k]
+    if not want then error(("fdpass.systemd.%s: unknown option '%s'"):format(fn, tostring(k)), 3) end
+    if type(v) ~= want then
+      error(("fdpass.systemd.%s: option '%s' must be a %s, got %s"):format(fn, k, want, type(v)), 3)
+    end
+  end
+  return opts
+end
+
+local TIMEOUT = { timeout = "number" }
+
 local taken = false -- listen_fds() gave the descriptors to fd objects already
 
 --- The descriptors systemd (or systemd-socket-activate, or the fd store)
@@ -55,7 +75,8 @@ local taken = false -- listen_fds() gave the descriptors to fd objects already
 -- @tparam[opt] table opts `unset_env` (default true) removes LISTEN_PID,
 --   LISTEN_FDS and LISTEN_FDNAMES from the environment whatever the outcome,
 --   as `sd_listen_fds(1)` does; `cloexec` (default true) marks every
---   descriptor close-on-exec. A boolean is taken as `unset_env`.
+--   descriptor close-on-exec. A boolean is taken as `unset_env`; an unknown
+--   key raises.
 -- @return `list, by_name`: `list` is `{ {fd = <fd object>, name = "web"}, ... }`
 --   in descriptor order (3, 4, ...), `by_name` maps each name to an array of
 --   the same fd objects (names need not be unique; without LISTEN_FDNAMES
@@ -75,7 +96,7 @@ local taken = false -- listen_fds() gave the descriptors to fd objects already
 -- to the open socket, which systemd holds too.
 function M.listen_fds(opts)
   if type(opts) == "boolean" then opts = { unset_env = opts } end
-  opts = opts or {}
+  opts = check_opts(opts, { unset_env = "boolean", cloexec = "boolean" }, "listen_fds")
   local pid_s, fds_s, names_s = os.getenv("LISTEN_PID"), os.getenv("LISTEN_FDS"), os.getenv("LISTEN_FDNAMES")
   if opts.unset_env ~= false then
     for _, name in ipairs(ENV) do fos.setenv(name, nil) end
@@ -190,15 +211,14 @@ end
 --   takes; at most 253), e.g. for FDSTORE=1
 -- @tparam[opt] table opts `timeout` (seconds, default 5): how long to wait
 --   while the manager's queue is full; 0 never waits (what an event loop
---   wants)
+--   wants). The same for every call below; an unknown key raises.
 -- @return `true` when sent; `false` when NOTIFY_SOCKET is not set (not
 --   under systemd: like sd_notify's 0, not an error, so a script runs the
 --   same outside a unit; test `== nil` for failures, do not `assert()`);
 --   `nil, msg, code` when it could not be sent (`ENOENT`, `ECONNREFUSED`:
 --   nobody listens there; `EAGAIN`/`ETIMEDOUT`: the queue stayed full;
 --   `EAFNOSUPPORT`: a `vsock:` address, which this does not speak).
-function M.notify(state, fds, opts)
-  local msg = format_state(state, 3)
+local function send(msg, fds, timeout)
   local addr = M.notify_socket()
   if not addr then return false end
   local first = addr:sub(1, 1)
@@ -206,11 +226,20 @@ function M.notify(state, fds, opts)
     return nil, ("notify: NOTIFY_SOCKET=%q is neither an absolute path nor an @abstract name"):format(addr),
       addr:match("^vsock") and "EAFNOSUPPORT" or "EINVAL"
   end
-  local timeout = opts and opts.timeout
   if timeout == nil then timeout = NOTIFY_TIMEOUT end
   local ok, err, code = net.dgram_send(addr, msg, fds, timeout)
   if not ok then return nil, "notify: " .. err, code end
   return true
+end
+
+function M.notify(state, fds, opts)
+  opts = check_opts(opts, TIMEOUT, "notify")
+  return send(format_state(state, 3), fds, opts.timeout)
+end
+
+-- The fixed fields of the calls below: always well formed.
+local function notify(fields, fds, opts)
+  return send(format_state(fields, 4), fds, opts.timeout)
 end
 
 -- STATUS= is one line of free text: control characters (a newline would
@@ -226,25 +255,29 @@ end
 
 --- READY=1: start-up (or a reload) is finished. `status` optional.
 function M.ready(status, opts)
-  return M.notify(with_status({ "READY=1" }, status), nil, opts)
+  opts = check_opts(opts, TIMEOUT, "ready")
+  return notify(with_status({ "READY=1" }, status), nil, opts)
 end
 
 --- RELOADING=1 with MONOTONIC_USEC=: a reload begins. systemd >= 253
 -- needs the timestamp to tell this reload from an earlier one
 -- (Type=notify-reload); older ones ignore it. End it with `ready()`.
 function M.reloading(status, opts)
-  return M.notify(with_status({ "RELOADING=1", "MONOTONIC_USEC=" .. field_value(M.monotonic_usec()) }, status),
+  opts = check_opts(opts, TIMEOUT, "reloading")
+  return notify(with_status({ "RELOADING=1", "MONOTONIC_USEC=" .. field_value(M.monotonic_usec()) }, status),
     nil, opts)
 end
 
 --- STOPPING=1: the service is shutting down.
 function M.stopping(status, opts)
-  return M.notify(with_status({ "STOPPING=1" }, status), nil, opts)
+  opts = check_opts(opts, TIMEOUT, "stopping")
+  return notify(with_status({ "STOPPING=1" }, status), nil, opts)
 end
 
 --- STATUS=text (control characters become spaces).
 function M.status(text, opts)
-  return M.notify({ status_line(text) }, nil, opts)
+  opts = check_opts(opts, TIMEOUT, "status")
+  return notify({ status_line(text) }, nil, opts)
 end
 
 --- MAINPID=pid: from now on systemd supervises `pid` as the service's main
@@ -254,14 +287,16 @@ function M.mainpid(pid, opts)
   if type(pid) ~= "number" or pid < 1 or pid ~= math.floor(pid) then
     error("mainpid: pid must be a positive integer, got " .. tostring(pid), 2)
   end
+  opts = check_opts(opts, { ready = "boolean", timeout = "number" }, "mainpid")
   local fields = { "MAINPID=" .. field_value(pid) }
-  if opts and opts.ready then fields[2] = "READY=1" end
-  return M.notify(fields, nil, opts)
+  if opts.ready then fields[2] = "READY=1" end
+  return notify(fields, nil, opts)
 end
 
 --- WATCHDOG=1: the keep-alive ping when the unit sets WatchdogSec=.
 function M.watchdog(opts)
-  return M.notify({ "WATCHDOG=1" }, nil, opts)
+  opts = check_opts(opts, TIMEOUT, "watchdog")
+  return notify({ "WATCHDOG=1" }, nil, opts)
 end
 
 --- The watchdog interval in seconds asked of this process (WATCHDOG_USEC,
@@ -295,18 +330,20 @@ end
 --   the descriptor even after a hang-up), and `timeout`
 function M.fdstore(name, fds, opts)
   check_fdname(name, "fdstore")
+  opts = check_opts(opts, { poll = "boolean", timeout = "number" }, "fdstore")
   if type(fds) ~= "table" or getmetatable(fds) ~= nil then fds = { fds } end
   if #fds == 0 then error("fdstore: no descriptor to store", 2) end
   local fields = { "FDSTORE=1", "FDNAME=" .. name }
-  if opts and opts.poll == false then fields[3] = "FDPOLL=0" end
-  return M.notify(fields, fds, opts)
+  if opts.poll == false then fields[3] = "FDPOLL=0" end
+  return notify(fields, fds, opts)
 end
 
 --- FDSTOREREMOVE=1, FDNAME=name: systemd closes every stored descriptor
 -- of that name.
 function M.fdstore_remove(name, opts)
   check_fdname(name, "fdstore_remove")
-  return M.notify({ "FDSTOREREMOVE=1", "FDNAME=" .. name }, nil, opts)
+  opts = check_opts(opts, TIMEOUT, "fdstore_remove")
+  return notify({ "FDSTOREREMOVE=1", "FDNAME=" .. name }, nil, opts)
 end
 
 return M

@@ -49,23 +49,31 @@ Upgrader.__index = Upgrader
 -- @return the upgrader, or `nil, msg, code` (no descriptor to spare)
 function M.new(opts)
   opts = options.check(opts, 3)
-  -- What the world can refuse (at RLIMIT_NOFILE, say) comes first, and
-  -- nothing is left open when it does.
+  -- Everything that can raise comes before the first descriptor.
+  local argv = opts.argv or M.default_argv()
+  local signals = type(opts.signal) == "table" and opts.signal or { opts.signal }
+  -- What the world can refuse (at RLIMIT_NOFILE, say) comes next, and
+  -- nothing is left open (nor a signal blocked) when it does.
   local a, b, code = fdpass.socketpair() -- our uid as the kernel reports it to a peer
   if not a then return nil, "upgrade.new: " .. tostring(b), code end
   local uid = select(2, a:peercred())
   a:close(); b:close()
   local poll, perr, pcode = poller.new()
   if not poll then return nil, "upgrade.new: " .. tostring(perr), pcode end
-  local sigfd
+  local sigfd, newly
   if opts.signal then
-    local serr, scode
-    sigfd, serr, scode = fos.signals(type(opts.signal) == "table" and opts.signal or { opts.signal })
-    if not sigfd then poll:close(); return nil, "upgrade.new: " .. tostring(serr), scode end
-    poll:watch("signal", sigfd, "r")
+    local ok, s1, s2, s3 = pcall(fos.signals, signals) -- a bad name raises
+    if not ok then poll:close(); error(s1, 2) end
+    if not s1 then poll:close(); return nil, "upgrade.new: " .. tostring(s2), s3 end
+    sigfd, newly = s1, s2
+    local wok, werr = pcall(poll.watch, poll, "signal", sigfd, "r")
+    if not wok then
+      sigfd:close(); fos.unblock(newly); poll:close()
+      return nil, "upgrade.new: " .. tostring(werr)
+    end
   end
-  local self = setmetatable({ _uid = uid, _signals = sigfd }, Upgrader)
-  self.argv = opts.argv or M.default_argv()
+  local self = setmetatable({ _uid = uid, _signals = sigfd, _sig_newly = newly }, Upgrader)
+  self.argv = argv
   self.pidfile = opts.pidfile
   self.lockfile = opts.lockfile or (opts.pidfile and opts.pidfile .. ".lock")
   self.rendezvous = opts.rendezvous
@@ -126,6 +134,9 @@ end
 -- runs before READY and returns true, or `nil, reason` to refuse. If the
 -- handover fails this process exits 1 with the reason on stderr. Either
 -- way the control socket (option `control`) is served from here on.
+-- Returns `nil, msg, code` (a fresh start returns a lone nil) when the
+-- control socket cannot be made (its address in use, say): nothing of it
+-- is left open; the upgrader still is, for `close()`.
 function Upgrader:inherit(hooks)
   if hooks ~= nil and type(hooks) ~= "table" then
     error("bad argument #1 to 'inherit' (table expected, got " .. type(hooks) .. ")", 2)
@@ -143,7 +154,8 @@ function Upgrader:inherit(hooks)
   elseif inherited then
     self:_push("done") -- taken over after READY: nothing more comes
   end
-  self:_serve_control()
+  local ok, err, code = self:_serve_control()
+  if not ok then return nil, err, code end
   if inherited then self:_sd("ready") end
   return inherited
 end
@@ -165,10 +177,12 @@ end
 function Upgrader:_serve_control()
   local obj = self._control_obj
   local opt = self._control_opt
-  if not obj and opt == nil then return end
+  if not obj and opt == nil then return true end
   if not obj then
     if type(opt) == "string" then
-      obj = assert(fdpass.listen(opt))
+      local err, code
+      obj, err, code = fdpass.listen(opt)
+      if not obj then return nil, "upgrade.inherit: control " .. tostring(err), code end
       self._owns_control = true
     else
       obj = opt
@@ -184,6 +198,7 @@ function Upgrader:_serve_control()
     stats = self._stats or function() return {} end,
     generation = function() return self.generation end,
   }))
+  return true
 end
 
 -- ---- the pollable protocol ----------------------------------------------------------
@@ -387,7 +402,10 @@ function Upgrader:close()
   if self._owns_control and self._control_obj then self._control_obj:close() end
   if self._from_old then self._poll:unwatch("incoming"); self._from_old:close(); self._from_old = nil end
   if self._to_new then self._poll:unwatch("to_new"); self._to_new:close(); self._to_new = nil end
-  if self._signals then self._poll:unwatch("signal"); self._signals:close() end
+  if self._signals then
+    self._poll:unwatch("signal"); self._signals:close()
+    fos.unblock(self._sig_newly) -- the mask as new() found it
+  end
   self._poll:close()
 end
 

@@ -31,9 +31,12 @@ static int l_kill(lua_State *L)
     return 1;
 }
 
-/* fdpass.os.signals({"HUP", "USR2"}) -> fd object: those signals are
- * blocked and arrive on this descriptor instead (signalfd), for a poll
- * loop. When the descriptor cannot be made, the mask is as it was. */
+/* fdpass.os.signals({"HUP", "USR2"}) -> fd object, newly: those signals
+ * are blocked and arrive on this descriptor instead (signalfd), for a poll
+ * loop; `newly` lists the ones this call blocked (not blocked before), so
+ * that a caller giving up can put the mask back with unblock(newly).
+ * Closing the descriptor leaves the mask alone. When the descriptor cannot
+ * be made, the mask is as it was. */
 static int l_signals(lua_State *L)
 {
     check_table(L, 1);
@@ -59,6 +62,35 @@ static int l_signals(lua_State *L)
         return push_error(L, "signals", -e, NULL);
     }
     set_fd(L, -1, f, fd);
+    lua_newtable(L);
+    lua_Integer k = 0;
+    for (int sig = 1; sig < NSIG; sig++) {
+        const char *name;
+        if (sigismember(&set, sig) == 1 && sigismember(&old, sig) == 0 && (name = signal_name(sig))) {
+            lua_pushstring(L, name);
+            lua_rawseti(L, -2, (int)++k);
+        }
+    }
+    return 2;
+}
+
+/* fdpass.os.unblock({"HUP"}) -> true: unblocks those signals (what
+ * signals() blocked, given back). */
+static int l_unblock(lua_State *L)
+{
+    check_table(L, 1);
+    sigset_t set;
+    sigemptyset(&set);
+    for (lua_Integer i = 1, n = (lua_Integer)lua_rawlen(L, 1); i <= n; i++) {
+        lua_rawgeti(L, 1, (int)i);
+        int sig = check_signal(L, -1, 1, 0);
+        if (sig > 0)
+            sigaddset(&set, sig);
+        lua_pop(L, 1);
+    }
+    if (sigprocmask(SIG_UNBLOCK, &set, NULL) < 0)
+        return push_error(L, "unblock", -errno, NULL);
+    lua_pushboolean(L, 1);
     return 1;
 }
 
@@ -223,6 +255,7 @@ int open_os(lua_State *L)
 {
     static const luaL_Reg funcs[] = {
         { "getpid", l_getpid },   { "kill", l_kill },       { "signals", l_signals },
+        { "unblock", l_unblock },
         { "readsignal", l_readsignal }, { "setenv", l_setenv }, { "flock", l_flock },
         { "nofile", l_nofile },   { "fdcount", l_fdcount }, { "monotonic", l_monotonic },
         { "pipe", l_pipe },       { "dup2", l_dup2 },       { "pidfd_open", l_pidfd_open },

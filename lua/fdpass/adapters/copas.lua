@@ -186,7 +186,7 @@ end
 -- `fdpass.adapters.core.new`: `control`, `pidfile`, `mode`, `drain`, ...);
 -- `nil, msg, ERRNAME` when the world refuses (no descriptor left, ...).
 function M.new(opts)
-  local c, err, code = core.new(opts)
+  local c, err, code = core.new(opts, "fdpass.adapters.copas.new", 3)
   if not c then return nil, err, code end
   local self = setmetatable({ handlers = {}, listeners = {}, core = c }, Adapter)
   self.generation = c.generation

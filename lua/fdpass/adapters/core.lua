@@ -13,6 +13,7 @@
 -- @module fdpass.adapters.core
 local fos = require "fdpass.os"
 local upgrade = require "fdpass.upgrade"
+local options = require "fdpass.upgrade.options"
 
 local M = {}
 
@@ -45,20 +46,23 @@ end
 --   (counted as such); `state` a table kept across upgrades (see `state`).
 -- @return core object, or `nil, msg, ERRNAME` when the world refuses
 --   (e.g. no descriptor left for the upgrader: EMFILE)
-function M.new(opts)
+function M.new(opts, who, level)
+  -- `who` and `level`: for the stack adapters, whose errors name their own
+  -- `new` and point at the app's line (error()'s level, counted from here).
+  who, level = who or "fdpass.adapters.core.new", level or 2
   if opts ~= nil and type(opts) ~= "table" then
-    error("bad argument #1 to 'new' (table expected, got " .. type(opts) .. ")", 2)
+    error(who .. ": bad argument #1 (table expected, got " .. type(opts) .. ")", level)
   end
   opts = opts or {}
   local mode = opts.mode or "handover"
   if not MODES[mode] then
-    error("bad option 'mode' to 'new' (\"handover\" or \"drain\" expected, got " .. tostring(mode) .. ")", 2)
+    error(who .. ": bad option 'mode' (\"handover\" or \"drain\" expected, got " .. tostring(mode) .. ")", level)
   end
   if opts.drain ~= nil and (type(opts.drain) ~= "number" or opts.drain < 0) then
-    error("bad option 'drain' to 'new' (seconds expected, got " .. tostring(opts.drain) .. ")", 2)
+    error(who .. ": bad option 'drain' (seconds expected, got " .. tostring(opts.drain) .. ")", level)
   end
   if opts.state ~= nil and type(opts.state) ~= "table" then
-    error("bad option 'state' to 'new' (table expected, got " .. type(opts.state) .. ")", 2)
+    error(who .. ": bad option 'state' (table expected, got " .. type(opts.state) .. ")", level)
   end
   local me = fos.getpid()
   local upopts = { log = function(line) io.stderr:write(("[%d] %s\n"):format(me, line)) end, signal = "HUP" }
@@ -72,10 +76,13 @@ function M.new(opts)
     counts = { accepted = 0, adopted = 0, handed = 0, polite = 0, peer = 0, cut = 0 },
     listeners = {}, tables = {},
   }, Core)
+  options.check(upopts, level + 1, who) -- a misspelt key raises here, naming `who`
   local up, err, code = upgrade.new(upopts)
   if not up then return nil, err, code end
   self.up = up
-  self.inherited = self.up:inherit { inherit = function(got) return self:check_inherited(got) end }
+  local got, ierr, icode = up:inherit { inherit = function(t) return self:check_inherited(t) end }
+  if ierr then up:close(); return nil, ierr, icode end
+  self.inherited = got
   self.generation = self.up.generation
   -- A new copy stays until its old process is done: what that one still
   -- hands over (connections, the final state) comes through this one.

@@ -32,15 +32,16 @@ Adapter.__index = Adapter
 --- Creates the adapter (and the process's upgrader: see
 -- `fdpass.adapters.core.new` for `opts`), plus `opts.cq`: the controller to
 -- run in (default a new one, `ad.cq`). `nil, msg, ERRNAME` when the world
--- refuses (see `core.new`).
-function M.new(opts)
+-- refuses (see `core.new`). `who`, `level`: for fdpass.adapters.http,
+-- whose errors name its own `new` (see `core.new`).
+function M.new(opts, who, level)
   opts = opts or {}
   local cq = opts.cq
   local rest = {}
   for k, v in pairs(opts) do
     if k ~= "cq" then rest[k] = v end
   end
-  local c, err, code = core.new(rest)
+  local c, err, code = core.new(rest, who or "fdpass.adapters.cqueues.new", level or 3)
   if not c then return nil, err, code end
   local self = setmetatable({ cq = cq or cqueues.new(), core = c }, Adapter)
   self.core.on_connection = function(conn) self:adopt_conn(conn) end

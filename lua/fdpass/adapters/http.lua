@@ -47,7 +47,7 @@ local LISTEN_KEYS = { host = true, port = true, path = true, family = true, reus
 -- world refuses (no descriptor left, ...).
 function M.new(opts)
   local self = setmetatable({}, Adapter)
-  local a, err, code = cqa.new(opts)
+  local a, err, code = cqa.new(opts, "fdpass.adapters.http.new", 4)
   if not a then return nil, err, code end
   self.cqa = a
   self.core = self.cqa.core

@@ -45,7 +45,7 @@ local SWEEP = 1000 -- ms between sweeps of closed connections while serving
 -- and starts watching the upgrader in the default luv loop; `nil, msg,
 -- ERRNAME` when the world refuses (no descriptor left, ...).
 function M.new(opts)
-  local c, err, code = core.new(opts)
+  local c, err, code = core.new(opts, "fdpass.adapters.luv.new", 3)
   if not c then return nil, err, code end
   local self = setmetatable({ listeners = {}, draining = false, core = c }, Adapter)
   self.generation = c.generation

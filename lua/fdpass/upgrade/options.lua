@@ -20,36 +20,38 @@ local OPTIONS = {
 }
 
 --- Checks upgrade.new's options: unknown keys (timeouts' too) and wrong
--- types raise at `level` (error()'s, counted from here), naming the key. Returns the table (or {}).
-function M.check(opts, level)
+-- types raise at `level` (error()'s, counted from here), naming the key
+-- and `who` (default "fdpass.upgrade.new"). Returns the table (or {}).
+function M.check(opts, level, who)
+  who = who or "fdpass.upgrade.new"
   if opts == nil then return {} end
   if type(opts) ~= "table" then
     error("bad argument #1 to 'new' (table expected, got " .. type(opts) .. ")", level)
   end
   for k, v in pairs(opts) do
     local want = OPTIONS[k]
-    if not want then error(("fdpass.upgrade.new: unknown option '%s'"):format(tostring(k)), level) end
+    if not want then error((who .. ": unknown option '%s'"):format(tostring(k)), level) end
     if want ~= "any" and type(v) ~= want then
-      error(("fdpass.upgrade.new: option '%s' must be a %s, got %s"):format(k, want, type(v)), level)
+      error((who .. ": option '%s' must be a %s, got %s"):format(k, want, type(v)), level)
     end
   end
   for k, v in pairs(opts.timeouts or {}) do
     if not M.TIMEOUTS[k] then
-      error(("fdpass.upgrade.new: unknown option 'timeouts.%s'"):format(tostring(k)), level)
+      error((who .. ": unknown option 'timeouts.%s'"):format(tostring(k)), level)
     end
     if type(v) ~= "number" or v < 0 then
-      error(("fdpass.upgrade.new: option 'timeouts.%s' must be a number >= 0"):format(k), level)
+      error((who .. ": option 'timeouts.%s' must be a number >= 0"):format(k), level)
     end
   end
   local sig = opts.signal
   if sig ~= nil and sig ~= false and type(sig) ~= "string" and type(sig) ~= "table" then
-    error("fdpass.upgrade.new: option 'signal' must be a signal name, a list of them or false", level)
+    error(who .. ": option 'signal' must be a signal name, a list of them or false", level)
   end
   local c = opts.control
   if c ~= nil and type(c) ~= "string" then -- raises now if no descriptor, naming the option
     local ok, err = pcall(fdpass.info, c)
     if not ok then
-      error(("fdpass.upgrade.new: option 'control' must be an address or a listening socket: %s")
+      error((who .. ": option 'control' must be an address or a listening socket: %s")
         :format(tostring(err):gsub("^.-: ", "", 1)), level)
     end
   end
