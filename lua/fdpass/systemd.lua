@@ -204,20 +204,7 @@ function M.notify_socket()
   return addr
 end
 
---- Sends one notification.
--- @param state `"READY=1\nSTATUS=up"`, or a table: `{ READY = 1, STATUS = "up" }`
---   and/or `{ "READY=1", ... }`
--- @tparam[opt] table fds descriptors to send with it (anything `send`
---   takes; at most 253), e.g. for FDSTORE=1
--- @tparam[opt] table opts `timeout` (seconds, default 5): how long to wait
---   while the manager's queue is full; 0 never waits (what an event loop
---   wants). The same for every call below; an unknown key raises.
--- @return `true` when sent; `false` when NOTIFY_SOCKET is not set (not
---   under systemd: like sd_notify's 0, not an error, so a script runs the
---   same outside a unit; test `== nil` for failures, do not `assert()`);
---   `nil, msg, code` when it could not be sent (`ENOENT`, `ECONNREFUSED`:
---   nobody listens there; `EAGAIN`/`ETIMEDOUT`: the queue stayed full;
---   `EAFNOSUPPORT`: a `vsock:` address, which this does not speak).
+-- Sends msg (a string) to NOTIFY_SOCKET, waiting at most timeout seconds.
 local function send(msg, fds, timeout)
   local addr = M.notify_socket()
   if not addr then return false end
@@ -232,6 +219,20 @@ local function send(msg, fds, timeout)
   return true
 end
 
+--- Sends one notification.
+-- @param state `"READY=1\nSTATUS=up"`, or a table: `{ READY = 1, STATUS = "up" }`
+--   and/or `{ "READY=1", ... }`
+-- @tparam[opt] table fds descriptors to send with it (anything `send`
+--   takes; at most 253), e.g. for FDSTORE=1
+-- @tparam[opt] table opts `timeout` (seconds, default 5): how long to wait
+--   while the manager's queue is full; 0 never waits (what an event loop
+--   wants). The same for every call below; an unknown key raises.
+-- @return `true` when sent; `false` when NOTIFY_SOCKET is not set (not
+--   under systemd: like sd_notify's 0, not an error, so a script runs the
+--   same outside a unit; test `== nil` for failures, do not `assert()`);
+--   `nil, msg, code` when it could not be sent (`ENOENT`, `ECONNREFUSED`:
+--   nobody listens there; `EAGAIN`/`ETIMEDOUT`: the queue stayed full;
+--   `EAFNOSUPPORT`: a `vsock:` address, which this does not speak).
 function M.notify(state, fds, opts)
   opts = check_opts(opts, TIMEOUT, "notify")
   return send(format_state(state, 3), fds, opts.timeout)

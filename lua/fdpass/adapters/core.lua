@@ -44,6 +44,8 @@ end
 --   gone (default 10): idle ones are closed then, busy ones after the
 --   answer in flight, and a connection still busy a `drain` later is cut
 --   (counted as such); `state` a table kept across upgrades (see `state`).
+-- @tparam[opt] string who the function errors name (a stack adapter's own `new`)
+-- @tparam[opt] number level error()'s level for those errors (the app's line)
 -- @return core object, or `nil, msg, ERRNAME` when the world refuses
 --   (e.g. no descriptor left for the upgrader: EMFILE)
 function M.new(opts, who, level)
