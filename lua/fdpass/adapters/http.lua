@@ -54,7 +54,14 @@ function M.new(opts)
   self.cq = self.cqa.cq
   self.generation = self.core.generation
   self.wake = cc.new() -- signalled when idle connections must look again
-  self.core.on_commit = function() self.wake:signal() end
+  -- `ad.draining`, as in the copas and luv adapters: true once an upgrade
+  -- committed in "drain" mode (answers then say `Connection: close`, set
+  -- for you on every stream).
+  self.draining = false
+  self.core.on_commit = function()
+    self.draining = self.core.draining
+    self.wake:signal()
+  end
   self.core.on_deadline = function() self.wake:signal() end
   return self
 end
@@ -70,11 +77,6 @@ function Adapter:upgrade()
   return self.core:upgrade()
 end
 
---- True once an upgrade committed in "drain" mode: answers say
--- `Connection: close` (set for you on every stream).
-function Adapter:draining()
-  return self.core.draining
-end
 
 --- Like `http.server.listen(opts)`, with the listener inherited or made:
 -- `opts.onstream(server, stream)` answers each request; `opts.name` the
