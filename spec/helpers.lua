@@ -160,6 +160,13 @@ function H.child(code, fds, args, opts)
   return assert(fdpass.spawn(argv, { fds = fds }))
 end
 
+--- Short upgrade timeouts for specs (seconds), `over` replacing some.
+function H.upgrade_timeouts(over)
+  local t = { hello = 5, handover = 5, ready = 5, commit = 5, kill = 1 }
+  for k, v in pairs(over or {}) do t[k] = v end
+  return t
+end
+
 --- Waits for a child and asserts how it ended.
 function H.expect_exit(proc, code, timeout)
   local how, n = proc:wait(timeout or 20)

@@ -16,11 +16,7 @@ local upgrade = require "fdpass.upgrade"
 local now = fos.monotonic
 local NEW_COPY = "spec/upgrade/new_copy.lua"
 
-local function timeouts(over)
-  local t = { hello = 5, handover = 5, ready = 5, commit = 5, kill = 1 }
-  for k, v in pairs(over or {}) do t[k] = v end
-  return t
-end
+local timeouts = H.upgrade_timeouts
 
 -- Steps `up` until "upgraded" or "failed" (polling its one descriptor);
 -- returns the event and its value, and how many times poll woke up.

@@ -24,11 +24,7 @@ local NEW_COPY = "spec/upgrade/new_copy.lua"
 
 -- ---- the old side ---------------------------------------------------------------
 
-local function timeouts(over)
-  local t = { hello = 5, handover = 5, ready = 5, commit = 5, kill = 1 }
-  for k, v in pairs(over or {}) do t[k] = v end
-  return t
-end
+local timeouts = H.upgrade_timeouts
 
 local function real_copy(mode, ...)
   return { H.lua, NEW_COPY, mode, ... }
